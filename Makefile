@@ -1,0 +1,49 @@
+# One command to install (on first use), one to run, one to test.
+#   make pipeline                                   train the default pipeline (MNIST DCGAN)
+#   make pipeline PIPELINE=pipelines/mnist_mlp.toml ARGS="--set epochs=2"
+#   make test                                       the unit tests
+#   make ui                                         MLflow UI on http://127.0.0.1:5000
+
+PYTHON   ?= $(shell command -v python3.11 || command -v python3)
+VENV     ?= .venv
+PIPELINE ?= pipelines/mnist_dcgan.toml
+ARGS     ?=
+HOST     ?= 127.0.0.1
+PORT     ?= 5000
+BIN      := $(VENV)/bin
+
+# Use the prepared datasets next to the checkout when present (offline machines), unless the
+# caller already chose a TFDS_DATA_DIR.
+SHARED_TFDS := $(abspath ../shared/data/tfds)
+ifeq ($(origin TFDS_DATA_DIR),undefined)
+ifneq ($(wildcard $(SHARED_TFDS)),)
+export TFDS_DATA_DIR := $(SHARED_TFDS)
+endif
+endif
+
+.PHONY: install pipeline train test test-fast ui clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+pipeline: train
+
+train: install
+	$(BIN)/gan-pipeline train --config $(PIPELINE) $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q tests $(ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests $(ARGS)
+
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(HOST) --port $(PORT)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,239 @@
+"""Pipeline configuration: TOML files under ``pipelines/``, validated on load.
+
+A pipeline file has a few top-level keys (``name``, ``seed``, ``epochs``, ``batch_size``) and four
+tables: ``[data]``, ``[model]``, ``[train]`` and ``[tracking]``. Every key has a type and a default
+declared in ``SCHEMA`` below; ``[model]`` takes ``name`` plus the hyperparameters of that model
+family (see ``gan_pipeline.models.FAMILIES``). Unknown keys, wrong types and out-of-range values are
+rejected with a ``UserError`` that names the key and what is allowed.
+
+Command-line overrides use dotted keys, ``--set train.g_learning_rate=1e-4``; values are parsed as
+TOML (``3``, ``1e-4``, ``true``, ``[64, 128]``) and fall back to plain strings (``data.dataset=kmnist``).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from gan_pipeline.errors import UserError, closest
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting: its type, default and allowed range or choices."""
+
+    type: type
+    default: Any
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    choices: Callable[[], list[str]] | None = None
+    help: str = ""
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices())
+        parts = [_type_name(self.type)]
+        if self.min is not None:
+            parts.append((">" if self.min_exclusive else ">=") + f" {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        return " ".join(parts)
+
+
+def _losses() -> list[str]:
+    from gan_pipeline.losses import LOSSES
+
+    return sorted(LOSSES)
+
+
+def _models() -> list[str]:
+    from gan_pipeline.models import FAMILIES
+
+    return sorted(FAMILIES)
+
+
+SCHEMA: dict[str, Any] = {
+    "name": Field(str, "gan", help="pipeline name; also the default MLflow experiment"),
+    "seed": Field(int, 42, min=0, help="seeds weights, data order and noise"),
+    "epochs": Field(int, 10, min=1),
+    "batch_size": Field(int, 128, min=1),
+    "data": {
+        "dataset": Field(str, "mnist", help="a TFDS image dataset name, or 'gaussian_1d'"),
+        "data_dir": Field(str, "", help="TFDS data dir; empty = $TFDS_DATA_DIR, then TFDS' default"),
+        "download": Field(bool, True, help="let TFDS download a dataset that is not prepared"),
+        "split": Field(str, "train"),
+        "shuffle_buffer": Field(int, 10_000, min=1),
+        "cache": Field(bool, True, help="cache the decoded, normalised images in memory"),
+        "mean": Field(float, 4.0, help="gaussian_1d: mean of the real distribution"),
+        "std": Field(float, 1.25, min=0, min_exclusive=True, help="gaussian_1d: its std"),
+        "n_points": Field(int, 100, min=1, help="gaussian_1d: draws per example vector"),
+        "num_examples": Field(int, 10_000, min=1, help="gaussian_1d: example vectors per epoch"),
+    },
+    "model": {
+        "name": Field(str, "dcgan", choices=_models),
+        # plus the hyperparameters of the chosen family, validated against FAMILIES
+    },
+    "train": {
+        "loss": Field(str, "non_saturating", choices=_losses),
+        "label_smoothing": Field(float, 1.0, min=0, max=1, min_exclusive=True,
+                                 help="target for real samples in the D loss (one-sided)"),
+        "d_steps": Field(int, 1, min=1, help="discriminator updates per batch"),
+        "g_steps": Field(int, 1, min=1, help="generator updates per batch"),
+        "d_learning_rate": Field(float, 2e-4, min=0, min_exclusive=True),
+        "g_learning_rate": Field(float, 2e-4, min=0, min_exclusive=True),
+        "beta_1": Field(float, 0.5, min=0, max=1),
+        "beta_2": Field(float, 0.999, min=0, max=1),
+        "steps_per_epoch": Field(int, 0, min=0, help="0 = one pass over the data"),
+    },
+    "tracking": {
+        "experiment": Field(str, "", help="MLflow experiment; empty = the pipeline name"),
+        "uri": Field(str, "", help="empty = $MLFLOW_TRACKING_URI, then sqlite:///mlflow.db here"),
+        "run_name": Field(str, ""),
+        "grid_size": Field(int, 64, min=1, help="samples in the per-epoch grid (fixed noise)"),
+        "log_model": Field(bool, True, help="log the generator as an MLflow model at the end"),
+    },
+}
+
+SECTIONS = tuple(k for k, v in SCHEMA.items() if isinstance(v, dict))
+
+
+def _type_name(t: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            list: "a list"}.get(t, t.__name__)
+
+
+def _check_value(key: str, value: Any, field: Field) -> Any:
+    """Coerce ``value`` to ``field.type`` where lossless, and check its range or choices."""
+    t = field.type
+    if t is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if t is list and isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, t) or (t is int and isinstance(value, bool)):
+        raise UserError(f"{key} = {value!r} is not valid: expected {field.describe()}")
+    if field.choices is not None:
+        allowed = field.choices()
+        if value not in allowed:
+            raise UserError(f"{key} = {value!r} is not valid: expected {field.describe()}."
+                            + closest(value, allowed))
+    too_small = field.min is not None and (
+        value <= field.min if field.min_exclusive else value < field.min)
+    too_big = field.max is not None and value > field.max
+    if too_small or too_big:
+        raise UserError(f"{key} = {value!r} is out of range: expected {field.describe()}")
+    return value
+
+
+def _unknown_key(key: str, allowed: list[str]) -> UserError:
+    return UserError(f"unknown setting {key!r}; allowed: {', '.join(sorted(allowed))}."
+                     + closest(key.rsplit(".", 1)[-1], [a.rsplit(".", 1)[-1] for a in allowed]))
+
+
+def model_fields(family: str) -> dict[str, Field]:
+    """The hyperparameter fields of a model family, typed from their defaults."""
+    from gan_pipeline.models import FAMILIES
+
+    fields = {}
+    for hp, default in FAMILIES[family].defaults.items():
+        t = type(default)
+        low = {int: 1, float: 0}.get(t)  # sizes and counts >= 1; rates and slopes >= 0
+        fields[hp] = Field(t, default, min=low)
+    return fields
+
+
+def validate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults into ``raw`` and check every key; returns a new nested dict."""
+    cfg: dict[str, Any] = {}
+    top_allowed = list(SCHEMA)
+    for key in raw:
+        if key not in SCHEMA:
+            raise _unknown_key(key, top_allowed)
+    for key, spec in SCHEMA.items():
+        if isinstance(spec, Field):
+            cfg[key] = _check_value(key, raw.get(key, spec.default), spec)
+            continue
+        section = raw.get(key, {})
+        if not isinstance(section, dict):
+            raise UserError(f"[{key}] must be a table of settings, got {section!r}")
+        fields = dict(spec)
+        if key == "model":
+            name = _check_value("model.name", section.get("name", spec["name"].default),
+                                spec["name"])
+            fields.update(model_fields(name))
+        out = {}
+        for sub in section:
+            if sub not in fields:
+                raise _unknown_key(f"{key}.{sub}", [f"{key}.{f}" for f in fields])
+        for sub, field in fields.items():
+            value = section.get(sub, field.default)
+            out[sub] = _check_value(f"{key}.{sub}", copy.deepcopy(value), field)
+            if field.type is list and not all(isinstance(v, int) and v > 0 for v in out[sub]):
+                raise UserError(f"{key}.{sub} = {out[sub]!r} is not valid: "
+                                "expected a list of positive integers")
+        cfg[key] = out
+    one_d_data = cfg["data"]["dataset"] == "gaussian_1d"
+    if one_d_data != (cfg["model"]["name"] == "gaussian_1d"):
+        raise UserError(f"model.name = {cfg['model']['name']!r} does not fit data.dataset = "
+                        f"{cfg['data']['dataset']!r}: the 'gaussian_1d' model and dataset go "
+                        "together; image datasets take 'mlp' or 'dcgan'")
+    return cfg
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``'train.loss=minimax'`` -> (['train', 'loss'], 'minimax'), value parsed as TOML."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r} is not valid: expected KEY=VALUE, "
+                        "e.g. --set epochs=3 or --set train.g_learning_rate=1e-4")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set {item!r} has an empty key")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``KEY=VALUE`` override applied (dotted keys nest)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides or []:
+        path, value = parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {item!r}: {part!r} is a value, not a table")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read a pipeline file, apply ``--set`` overrides and validate."""
+    path = Path(path)
+    if not path.is_file():
+        shipped = sorted(p.name for p in Path("pipelines").glob("*.toml"))
+        hint = f" Shipped pipelines: {', '.join(shipped)}." if shipped else ""
+        raise UserError(f"config file {str(path)!r} does not exist.{hint}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    return validate(apply_overrides(raw, overrides or []))
+
+
+def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{'train': {'loss': 'x'}}`` -> ``{'train.loss': 'x'}`` (for MLflow params)."""
+    flat = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,0 +1,147 @@
+"""The GAN as a subclassed ``keras.Model``: ``fit`` trains it, ``call(z)`` generates.
+
+``train_step`` updates the discriminator ``d_steps`` times and then the generator ``g_steps`` times
+per batch. Each update runs under its own ``tf.GradientTape`` and applies gradients only to that
+network's trainable weights, so there is no ``discriminator.trainable = False`` juggling: the
+generator step simply never hands D's weights to an optimizer.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from gan_pipeline.losses import GANLoss
+
+NOISES = ("normal", "uniform")
+
+
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class GAN(keras.Model):
+    """A generator and a discriminator trained adversarially.
+
+    Args:
+        generator: maps ``z`` of shape ``(batch, *latent_shape)`` to samples.
+        discriminator: maps samples to one logit each.
+        noise: distribution of ``z``: ``"normal"`` N(0, 1) or ``"uniform"`` U(0, 1).
+        seed: seeds the model's own ``SeedGenerator``, so a seed reproduces the noise of a run.
+    """
+
+    def __init__(self, generator, discriminator, noise: str = "normal", seed: int | None = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
+        self.generator = generator
+        self.discriminator = discriminator
+        self.noise = noise
+        self.seed = seed
+        self.latent_shape = tuple(generator.input_shape[1:])
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        # 1-D GANs (vector samples) also report the moments of what they generate.
+        self.tracks_moments = len(generator.output_shape) == 2
+        names = ["d_loss", "g_loss", "d_real", "d_fake"]
+        if self.tracks_moments:
+            names += ["gen_mean", "gen_std"]
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+
+    def compile(self, d_optimizer, g_optimizer, loss: str = "non_saturating",
+                label_smoothing: float = 1.0, d_steps: int = 1, g_steps: int = 1, **kwargs):
+        super().compile(**kwargs)
+        self.d_optimizer = d_optimizer
+        self.g_optimizer = g_optimizer
+        self.gan_loss = GANLoss(loss, label_smoothing)
+        if d_steps < 1 or g_steps < 1:
+            raise ValueError(f"d_steps and g_steps must be >= 1, got {d_steps}, {g_steps}")
+        self.d_steps, self.g_steps = int(d_steps), int(g_steps)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def sample_noise(self, batch_size):
+        shape = (batch_size, *self.latent_shape)
+        if self.noise == "uniform":
+            return keras.random.uniform(shape, 0.0, 1.0, seed=self.seed_generator)
+        return keras.random.normal(shape, seed=self.seed_generator)
+
+    def call(self, z, training=False):
+        return self.generator(z, training=training)
+
+    def generate(self, batch_size):
+        """``batch_size`` fresh samples from the model's own noise stream."""
+        return self.generator(self.sample_noise(batch_size), training=False)
+
+    def train_step(self, real):
+        if isinstance(real, (tuple, list)):  # tolerate (x, y) datasets; labels are unused
+            real = real[0]
+        batch_size = ops.shape(real)[0]
+
+        for _ in range(self.d_steps):
+            fake = self.generator(self.sample_noise(batch_size), training=True)
+            with tf.GradientTape() as tape:
+                real_logits = self.discriminator(real, training=True)
+                fake_logits = self.discriminator(fake, training=True)
+                d_loss = self.gan_loss.discriminator_loss(real_logits, fake_logits)
+            grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
+            self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+
+        for _ in range(self.g_steps):
+            z = self.sample_noise(batch_size)
+            with tf.GradientTape() as tape:
+                generated = self.generator(z, training=True)
+                g_logits = self.discriminator(generated, training=True)
+                g_loss = self.gan_loss.generator_loss(g_logits)
+            grads = tape.gradient(g_loss, self.generator.trainable_weights)
+            self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+
+        values = {
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "d_real": ops.mean(ops.sigmoid(ops.cast(real_logits, "float32"))),
+            "d_fake": ops.mean(ops.sigmoid(ops.cast(fake_logits, "float32"))),
+        }
+        if self.tracks_moments:
+            generated = ops.cast(generated, "float32")
+            values["gen_mean"] = ops.mean(generated)
+            values["gen_std"] = ops.std(generated)
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    # -- serialisation -------------------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "generator": keras.saving.serialize_keras_object(self.generator),
+            "discriminator": keras.saving.serialize_keras_object(self.discriminator),
+            "noise": self.noise,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
+        config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
+        return cls(**config)
+
+    def get_compile_config(self):
+        if not getattr(self, "compiled", False):
+            return None
+        return {
+            "d_optimizer": keras.saving.serialize_keras_object(self.d_optimizer),
+            "g_optimizer": keras.saving.serialize_keras_object(self.g_optimizer),
+            "loss": self.gan_loss.kind,
+            "label_smoothing": self.gan_loss.label_smoothing,
+            "d_steps": self.d_steps,
+            "g_steps": self.g_steps,
+        }
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        for key in ("d_optimizer", "g_optimizer"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        self.compile(**config)

@@ -1,0 +1,86 @@
+"""Load a trained generator (``.keras`` file, MLflow run id or model URI) and draw samples."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from gan_pipeline import models, tracking, visualize
+from gan_pipeline.errors import UserError
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+MODEL_URI = re.compile(r"^[a-z][a-z0-9+.-]*:/")  # runs:/..., models:/..., s3://..., file:///...
+MAX_GRID = 1024
+
+
+def load_generator(model: str, tracking_uri: str = "") -> keras.Model:
+    """``model`` is a ``.keras`` path, an MLflow run id or an MLflow model URI."""
+    path = Path(model)
+    if path.suffix == ".keras" or path.exists():
+        if not path.is_file():
+            raise UserError(f"model file {model!r} does not exist")
+        try:
+            return keras.models.load_model(path, safe_mode=True, compile=False)
+        except Exception as exc:
+            raise UserError(f"could not load {model!r} as a Keras model: {exc}") from None
+
+    import mlflow
+
+    tracking.configure(tracking_uri)
+    if RUN_ID.fullmatch(model):
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=model,
+                                                        artifact_path=tracking.GENERATOR_FILE)
+        except Exception as exc:
+            raise UserError(f"run {model!r} has no {tracking.GENERATOR_FILE} in "
+                            f"{mlflow.get_tracking_uri()} ({type(exc).__name__}); is it the right "
+                            "run id and tracking URI, and did the run finish?") from None
+        return keras.models.load_model(local, safe_mode=True, compile=False)
+    if MODEL_URI.match(model):
+        try:
+            return mlflow.keras.load_model(model, load_model_kwargs={"safe_mode": True,
+                                                                     "compile": False})
+        except Exception as exc:
+            raise UserError(f"could not load MLflow model {model!r} from "
+                            f"{mlflow.get_tracking_uri()}: {exc}") from None
+    raise UserError(f"--model {model!r} is not valid: expected a .keras file, a 32-character "
+                    "MLflow run id, or an MLflow model URI (runs:/<run_id>/generator, "
+                    "models:/<model_id>)")
+
+
+def sample(generator: keras.Model, n: int, seed: int = 0, batch_size: int = 500) -> np.ndarray:
+    """``n`` float32 samples; the same ``seed`` gives the same samples."""
+    if n < 1:
+        raise UserError(f"--n {n} is not valid: expected a positive integer")
+    rng = np.random.default_rng(seed)
+    shape = (n, *generator.input_shape[1:])
+    if models.noise_for(generator) == "uniform":
+        z = rng.uniform(0.0, 1.0, size=shape).astype(np.float32)
+    else:
+        z = rng.standard_normal(shape).astype(np.float32)
+    out = [keras.ops.convert_to_numpy(generator(z[i:i + batch_size], training=False))
+           for i in range(0, n, batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def write(samples: np.ndarray, out: str | Path) -> Path:
+    """Save samples to ``.npy`` (all of them) or ``.png`` (a grid, or a histogram for 1-D)."""
+    out = Path(out)
+    if out.suffix not in (".npy", ".png"):
+        raise UserError(f"--out {str(out)!r} is not valid: expected a .npy or .png file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, samples)
+    elif samples.ndim == 2:
+        fig = visualize.histogram_figure({"Generated": samples},
+                                         title=f"{len(samples)} generated vectors")
+        fig.savefig(out)
+        visualize.close(fig)
+    else:
+        from PIL import Image
+
+        Image.fromarray(visualize.image_grid(samples[:MAX_GRID])).save(out)
+    return out

@@ -1,0 +1,122 @@
+"""MLflow tracking: where runs go, what each epoch logs, and how the generator is logged.
+
+By default runs go to a SQLite database ``mlflow.db`` in the current directory with artifacts under
+``./mlruns/`` (MLflow 3 no longer accepts the old ``./mlruns`` file store). That is exactly what
+plain ``mlflow ui`` reads when started in the same directory. ``MLFLOW_TRACKING_URI`` or
+``tracking.uri`` point elsewhere, e.g. a team server.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import tensorflow as tf
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Schema, TensorSpec
+
+from gan_pipeline import visualize
+
+GENERATOR_FILE = "generator.keras"  # the .keras artifact of every run
+MODEL_NAME = "generator"  # the MLflow model (keras flavour) of every run
+
+
+def tracking_uri(configured: str = "") -> str:
+    """``tracking.uri`` if set, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
+    return (configured or os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+
+
+def configure(configured: str = "") -> str:
+    uri = tracking_uri(configured)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def figure_to_array(fig) -> np.ndarray:
+    """A matplotlib figure as a uint8 RGB array (for ``mlflow.log_image``)."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+class MlflowLogger(keras.callbacks.Callback):
+    """Logs per-epoch metrics and pictures of a FIXED noise batch, so epochs are comparable.
+
+    Images use ``mlflow.log_image(key=..., step=epoch)``: the MLflow UI shows them with a step
+    slider. Image GANs log ``samples``; 1-D GANs log ``histogram`` (Real / Generated / Input) and
+    the moments of the fixed batch (``sample_mean``, ``sample_std``).
+    """
+
+    def __init__(self, fixed_noise: np.ndarray, real_preview: np.ndarray, title: str = ""):
+        super().__init__()
+        self.fixed_noise = fixed_noise
+        self.real_preview = real_preview
+        self.title = title
+        self.history: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = epoch + 1  # MLflow step = number of epochs done
+        metrics = {k: float(v) for k, v in (logs or {}).items()}
+        samples = self.model.generator(self.fixed_noise, training=False)
+        samples = keras.ops.convert_to_numpy(samples).astype(np.float32)
+        if samples.ndim == 2:  # 1-D GAN
+            metrics["sample_mean"] = float(samples.mean())
+            metrics["sample_std"] = float(samples.std())
+            fig = visualize.histogram_figure(
+                {"Real": self.real_preview, "Generated": samples, "Input": self.fixed_noise},
+                title=f"{self.title} epoch {step}")
+            mlflow.log_image(figure_to_array(fig), key="histogram", step=step)
+            visualize.close(fig)
+        else:
+            mlflow.log_image(visualize.image_grid(samples), key="samples", step=step)
+        mlflow.log_metrics(metrics, step=step)
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append(value)
+
+    def on_train_end(self, logs=None):
+        if self.history:
+            fig = visualize.loss_figure(self.history, title=self.title)
+            mlflow.log_figure(fig, "loss_curves.png")
+            visualize.close(fig)
+
+
+def log_generator(generator: keras.Model) -> str:
+    """Log ``generator`` as an MLflow model (keras flavour) and as a ``.keras`` artifact.
+
+    Returns the MLflow model URI. The signature is z -> samples, float32; the pip requirements are
+    pinned to the running TensorFlow and Keras (the generator uses built-in layers only).
+    """
+    z_shape = (-1, *generator.input_shape[1:])
+    out_shape = (-1, *generator.output_shape[1:])
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), z_shape, "z")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), out_shape, "samples")]),
+    )
+    info = mlflow.keras.log_model(
+        generator,
+        name=MODEL_NAME,
+        signature=signature,
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / GENERATOR_FILE
+        generator.save(path)
+        mlflow.log_artifact(str(path))
+    mlflow.set_tag("generator_model_uri", info.model_uri)
+    return info.model_uri
+
+
+def run_link(run) -> str:
+    """How to open ``run`` in the UI: a URL for a server, else the ``mlflow ui`` command."""
+    uri = mlflow.get_tracking_uri()
+    path = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    if uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}":
+        return f"run `mlflow ui` (or `make ui`) here, then open http://127.0.0.1:5000/{path}"
+    return (f"run `mlflow ui --backend-store-uri {uri}`, then open "
+            f"http://127.0.0.1:5000/{path}")
