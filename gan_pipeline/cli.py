@@ -7,6 +7,7 @@ Mistakes a user can fix (bad config, unknown names, missing data or models) prin
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -15,6 +16,9 @@ def _quiet_tensorflow() -> None:
     # TF's C++ start-up banner (CPU features, CUDA probing) buries the progress bar; keep errors.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # MLflow probes git; not an error here
+    # MLflow announces its SQLite schema migrations at INFO on every new store; keep warnings.
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -72,10 +72,11 @@ def image_builder(name: str, data_dir: str | None = None, download: bool = True)
         raise UserError(f"unknown dataset {name!r}: not a TFDS dataset nor {GAUSSIAN_1D!r}."
                         + (closest(name, known + [GAUSSIAN_1D])
                            or " See `tfds.list_builders()` for the names.")) from None
-    image = builder.info.features.get("image") if hasattr(builder.info.features, "get") else None
+    features = builder.info.features
+    image = features["image"] if "image" in features.keys() else None
     if not isinstance(image, tfds.features.Image):
-        features = ", ".join(builder.info.features.keys())
-        raise UserError(f"dataset {name!r} has no 'image' feature (it has: {features}); "
+        raise UserError(f"dataset {name!r} has no 'image' feature (it has: "
+                        f"{', '.join(features.keys())}); "
                         "GAN image pipelines need an image dataset such as mnist, fashion_mnist, "
                         "kmnist or cifar10")
     if not builder.is_prepared():
@@ -99,20 +100,21 @@ def image_dataset(name: str = "mnist", batch_size: int = 128, *, split: str = "t
     """Batches of images in [-1, 1] from TFDS dataset ``name``; the order is fixed by ``seed``."""
     _check_batch_size(batch_size)
     builder = image_builder(name, data_dir, download)
-    if split not in builder.info.splits:
+    splits = builder.info.splits
+    if splits and split not in splits:  # split info is empty only for mocked data
         raise UserError(f"dataset {name!r} has no split {split!r}; allowed: "
-                        f"{', '.join(builder.info.splits.keys())}")
+                        f"{', '.join(splits.keys())}")
     ds = builder.as_dataset(split=split, shuffle_files=False)
+    num_examples = splits[split].num_examples if splits else int(ds.cardinality())
+    if num_examples < batch_size:
+        raise UserError(f"batch_size = {batch_size} is larger than the {num_examples} examples "
+                        f"of {name}:{split}; use a batch_size <= {num_examples}")
     ds = ds.map(lambda ex: normalize(ex["image"]), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     if cache:
         ds = ds.cache()
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    num_examples = builder.info.splits[split].num_examples
-    if num_examples < batch_size:
-        raise UserError(f"batch_size = {batch_size} is larger than the {num_examples} examples "
-                        f"of {name}:{split}; use a batch_size <= {num_examples}")
     shape = tuple(int(d) for d in builder.info.features["image"].shape)
     return TrainData(ds, shape, num_examples, name)
 

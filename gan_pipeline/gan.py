@@ -45,6 +45,7 @@ class GAN(keras.Model):
         if self.tracks_moments:
             names += ["gen_mean", "gen_std"]
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self.built = True  # both networks are built functional models
 
     def compile(self, d_optimizer, g_optimizer, loss: str = "non_saturating",
                 label_smoothing: float = 1.0, d_steps: int = 1, g_steps: int = 1, **kwargs):
@@ -73,28 +74,34 @@ class GAN(keras.Model):
         """``batch_size`` fresh samples from the model's own noise stream."""
         return self.generator(self.sample_noise(batch_size), training=False)
 
+    def discriminator_step(self, real):
+        """One D update on ``real`` and a fresh fake batch; only D's weights change."""
+        fake = self.generator(self.sample_noise(ops.shape(real)[0]), training=True)
+        with tf.GradientTape() as tape:
+            real_logits = self.discriminator(real, training=True)
+            fake_logits = self.discriminator(fake, training=True)
+            d_loss = self.gan_loss.discriminator_loss(real_logits, fake_logits)
+        grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+        return d_loss, real_logits, fake_logits
+
+    def generator_step(self, batch_size):
+        """One G update through a frozen-by-construction D; only G's weights change."""
+        z = self.sample_noise(batch_size)
+        with tf.GradientTape() as tape:
+            generated = self.generator(z, training=True)
+            g_loss = self.gan_loss.generator_loss(self.discriminator(generated, training=True))
+        grads = tape.gradient(g_loss, self.generator.trainable_weights)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+        return g_loss, generated
+
     def train_step(self, real):
         if isinstance(real, (tuple, list)):  # tolerate (x, y) datasets; labels are unused
             real = real[0]
-        batch_size = ops.shape(real)[0]
-
         for _ in range(self.d_steps):
-            fake = self.generator(self.sample_noise(batch_size), training=True)
-            with tf.GradientTape() as tape:
-                real_logits = self.discriminator(real, training=True)
-                fake_logits = self.discriminator(fake, training=True)
-                d_loss = self.gan_loss.discriminator_loss(real_logits, fake_logits)
-            grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
-            self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
-
+            d_loss, real_logits, fake_logits = self.discriminator_step(real)
         for _ in range(self.g_steps):
-            z = self.sample_noise(batch_size)
-            with tf.GradientTape() as tape:
-                generated = self.generator(z, training=True)
-                g_logits = self.discriminator(generated, training=True)
-                g_loss = self.gan_loss.generator_loss(g_logits)
-            grads = tape.gradient(g_loss, self.generator.trainable_weights)
-            self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+            g_loss, generated = self.generator_step(ops.shape(real)[0])
 
         values = {
             "d_loss": d_loss,
@@ -145,3 +152,6 @@ class GAN(keras.Model):
         for key in ("d_optimizer", "g_optimizer"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         self.compile(**config)
+        # Build the optimizers now so that their saved state (moments, iterations) loads too.
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.g_optimizer.build(self.generator.trainable_variables)

@@ -27,28 +27,33 @@ def load_generator(model: str, tracking_uri: str = "") -> keras.Model:
         except Exception as exc:
             raise UserError(f"could not load {model!r} as a Keras model: {exc}") from None
 
+    if not (RUN_ID.fullmatch(model) or MODEL_URI.match(model)):
+        raise UserError(f"--model {model!r} is not valid: expected a .keras file, a 32-character "
+                        "MLflow run id, or an MLflow model URI (runs:/<run_id>/generator, "
+                        "models:/<model_id>)")
     import mlflow
 
-    tracking.configure(tracking_uri)
+    uri = tracking.configure(tracking_uri)
+    local_store = uri.removeprefix("sqlite:///")
+    if uri.startswith("sqlite:///") and not Path(local_store).is_file():
+        raise UserError(f"no MLflow store at {local_store} to look up --model {model!r}: run this "
+                        "in the directory you trained in, or set MLFLOW_TRACKING_URI "
+                        "(--tracking-uri)")
     if RUN_ID.fullmatch(model):
         try:
             local = mlflow.artifacts.download_artifacts(run_id=model,
                                                         artifact_path=tracking.GENERATOR_FILE)
         except Exception as exc:
-            raise UserError(f"run {model!r} has no {tracking.GENERATOR_FILE} in "
-                            f"{mlflow.get_tracking_uri()} ({type(exc).__name__}); is it the right "
-                            "run id and tracking URI, and did the run finish?") from None
+            raise UserError(f"run {model!r} has no {tracking.GENERATOR_FILE} in {uri} "
+                            f"({type(exc).__name__}); is it the right run id and tracking URI, "
+                            "and did the run finish?") from None
         return keras.models.load_model(local, safe_mode=True, compile=False)
-    if MODEL_URI.match(model):
-        try:
-            return mlflow.keras.load_model(model, load_model_kwargs={"safe_mode": True,
-                                                                     "compile": False})
-        except Exception as exc:
-            raise UserError(f"could not load MLflow model {model!r} from "
-                            f"{mlflow.get_tracking_uri()}: {exc}") from None
-    raise UserError(f"--model {model!r} is not valid: expected a .keras file, a 32-character "
-                    "MLflow run id, or an MLflow model URI (runs:/<run_id>/generator, "
-                    "models:/<model_id>)")
+    try:
+        return mlflow.keras.load_model(model, load_model_kwargs={"safe_mode": True,
+                                                                 "compile": False})
+    except Exception as exc:
+        raise UserError(f"could not load MLflow model {model!r} from {uri}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def sample(generator: keras.Model, n: int, seed: int = 0, batch_size: int = 500) -> np.ndarray:

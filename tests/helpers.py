@@ -1,0 +1,48 @@
+"""Small things the tests share: tiny model settings, a temporary MLflow store, real-data lookup."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny widths so a training step takes milliseconds; the architectures are otherwise the real ones.
+TINY = {
+    "dcgan": {"latent_dim": 8, "g_base_filters": 8, "g_filters": 4, "d_filters": [4, 8],
+              "kernel_size": 3},
+    "mlp": {"latent_dim": 8, "g_widths": [16, 16], "d_widths": [16, 16]},
+    "gaussian_1d": {"g_hidden": 16, "d_hidden": 16},
+}
+
+
+def real_tfds_dir() -> str | None:
+    """A TFDS data dir holding prepared MNIST: $TFDS_DATA_DIR, else ../shared/data/tfds."""
+    for candidate in (os.environ.get("TFDS_DATA_DIR"), REPO.parent / "shared" / "data" / "tfds"):
+        if candidate and (Path(candidate) / "mnist").is_dir():
+            return str(candidate)
+    return None
+
+
+class TempWorkdir:
+    """chdir into a fresh temp dir with its own MLflow store (sqlite:///<tmp>/mlflow.db)."""
+
+    def __enter__(self):
+        self._tmp = tempfile.TemporaryDirectory()
+        self._old_cwd = os.getcwd()
+        self._old_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
+        os.chdir(self._tmp.name)
+        self.path = Path(self._tmp.name)
+        self.uri = f"sqlite:///{self.path / 'mlflow.db'}"
+        return self
+
+    def __exit__(self, *exc):
+        if mlflow.active_run():
+            mlflow.end_run()
+        os.chdir(self._old_cwd)
+        if self._old_uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = self._old_uri
+        self._tmp.cleanup()

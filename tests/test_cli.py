@@ -1,0 +1,247 @@
+"""End to end through the CLI: `train` records a complete MLflow run, `sample` reads it back, and
+user mistakes end in one clear line with exit status 2 and nothing left in MLflow."""
+
+import contextlib
+import io
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from gan_pipeline import cli, tracking
+from tests.helpers import REPO, TINY, TempWorkdir, real_tfds_dir
+
+
+def tiny_overrides(family, epochs=2):
+    sets = [f"epochs={epochs}", "batch_size=16", "train.steps_per_epoch=2",
+            "data.shuffle_buffer=64", "tracking.grid_size=16"]
+    for key, value in TINY[family].items():
+        sets.append(f"model.{key}={value}")
+    return [arg for s in sets for arg in ("--set", s)]
+
+
+def run_cli(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def only_run(uri, experiment):
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1, runs
+    return client, runs[0]
+
+
+class TrainAndSampleImagesTest(tf.test.TestCase):
+    """One tiny DCGAN run on mocked MNIST, then every way of sampling from it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = TempWorkdir().__enter__()
+        empty_tfds = cls.work.path / "tfds"
+        with tfds.testing.mock_data(num_examples=64):
+            cls.code, cls.out, cls.err = run_cli(
+                "train", "--config", REPO / "pipelines/mnist_dcgan.toml",
+                "--set", f"data.data_dir={empty_tfds}", *tiny_overrides("dcgan"))
+        cls.client, cls.mlrun = only_run(cls.work.uri, "mnist_dcgan")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.work.__exit__(None, None, None)
+
+    def artifacts(self, path=""):
+        return [a.path for a in self.client.list_artifacts(self.mlrun.info.run_id, path)]
+
+    def test_run_finished_and_says_how_to_open_it(self):
+        self.assertEqual(self.code, 0, self.err)
+        self.assertEqual(self.mlrun.info.status, "FINISHED")
+        self.assertIn(self.mlrun.info.run_id, self.out)
+        self.assertIn("mlflow ui", self.out)
+        self.assertIn("Epoch 2/2", self.out, "Keras progress bar expected")
+
+    def test_every_resolved_config_value_is_a_param(self):
+        params = self.mlrun.data.params
+        self.assertEqual(params["epochs"], "2")
+        self.assertEqual(params["train.loss"], "non_saturating")
+        self.assertEqual(params["train.label_smoothing"], "0.9")
+        self.assertEqual(params["model.name"], "dcgan")
+        self.assertEqual(params["model.d_filters"], "[4, 8]")
+        self.assertEqual(params["resolved.sample_shape"], "[28, 28, 1]")
+        self.assertIn("tracking.grid_size", params)
+
+    def test_metrics_are_logged_once_per_epoch(self):
+        for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+            history = self.client.get_metric_history(self.mlrun.info.run_id, key)
+            self.assertEqual([m.step for m in history], [1, 2], key)
+            self.assertTrue(all(np.isfinite(m.value) for m in history))
+
+    def test_a_sample_grid_per_epoch_and_the_loss_figure(self):
+        images = self.artifacts("images")
+        for step in (1, 2):
+            self.assertLen([p for p in images if p.startswith(f"images/samples+step+{step}+")
+                            and p.endswith(".png")], 1)
+        self.assertIn("loss_curves.png", self.artifacts())
+        local = mlflow.artifacts.download_artifacts(
+            run_id=self.mlrun.info.run_id, artifact_path=[p for p in images if p.endswith(".png")][0],
+            tracking_uri=self.work.uri)
+        grid = np.asarray(Image.open(local))
+        self.assertEqual(grid.shape, (4 * 30 + 2, 4 * 30 + 2, 3), "16 samples -> 4x4 grid")
+
+    def test_generator_is_logged_as_mlflow_model_and_keras_file(self):
+        self.assertIn(tracking.GENERATOR_FILE, self.artifacts())
+        model_uri = self.mlrun.data.tags["generator_model_uri"]
+        model = mlflow.models.Model.load(model_uri)
+        self.assertIn("keras", model.flavors)
+        self.assertEqual(model.signature.inputs.inputs[0].shape, (-1, 8))  # z -> samples
+        self.assertEqual(model.signature.outputs.inputs[0].shape, (-1, 28, 28, 1))
+        local = Path(mlflow.artifacts.download_artifacts(model_uri))
+        requirements = (local / "requirements.txt").read_text()
+        self.assertIn("tensorflow==", requirements)
+        self.assertIn("keras==", requirements)
+
+    def test_sample_from_run_id_model_uri_and_keras_file(self):
+        keras_file = mlflow.artifacts.download_artifacts(
+            run_id=self.mlrun.info.run_id, artifact_path=tracking.GENERATOR_FILE,
+            tracking_uri=self.work.uri)
+        outputs = []
+        for model in (self.mlrun.info.run_id, self.mlrun.data.tags["generator_model_uri"], keras_file):
+            out = self.work.path / "s.npy"
+            code, stdout, err = run_cli("sample", "--model", model, "--n", 30, "--out", out)
+            self.assertEqual(code, 0, err)
+            x = np.load(out)
+            self.assertEqual(x.shape, (30, 28, 28, 1))
+            self.assertEqual(x.dtype, np.float32)
+            self.assertBetween(float(x.min()), -1.0, 1.0)
+            self.assertBetween(float(x.max()), -1.0, 1.0)
+            outputs.append(x)
+        self.assertAllClose(outputs[0], outputs[1])  # the same generator, the same default seed
+        self.assertAllClose(outputs[0], outputs[2])
+
+    def test_sample_seed_reproduces_and_png_is_a_grid(self):
+        run_id = self.mlrun.info.run_id
+        paths = [self.work.path / name for name in ("a.npy", "b.npy", "c.npy")]
+        for path, seed in zip(paths, (1, 1, 2)):
+            self.assertEqual(run_cli("sample", "--model", run_id, "--n", 8, "--out", path,
+                                     "--seed", seed)[0], 0)
+        a, b, c = (np.load(p) for p in paths)
+        self.assertAllEqual(a, b)
+        self.assertNotAllClose(a, c)
+        png = self.work.path / "grid.png"
+        self.assertEqual(run_cli("sample", "--model", run_id, "--n", 9, "--out", png)[0], 0)
+        self.assertEqual(np.asarray(Image.open(png)).shape, (3 * 30 + 2, 3 * 30 + 2, 3))
+
+
+class TrainAndSample1DTest(tf.test.TestCase):
+    def test_1d_run_logs_histograms_and_moments_and_samples_vectors(self):
+        with TempWorkdir() as work:
+            code, out, err = run_cli("train", "--config", REPO / "pipelines/gaussian_1d.toml",
+                                     "--set", "data.n_points=20", "--set", "data.num_examples=64",
+                                     *tiny_overrides("gaussian_1d", epochs=2))
+            self.assertEqual(code, 0, err)
+            client, run = only_run(work.uri, "gaussian_1d")
+            images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+            self.assertLen([p for p in images if p.startswith("images/histogram+step+")
+                            and p.endswith(".png")], 2)
+            for key in ("gen_mean", "gen_std", "sample_mean", "sample_std"):
+                self.assertEqual(
+                    [m.step for m in client.get_metric_history(run.info.run_id, key)], [1, 2])
+            code, _, err = run_cli("sample", "--model", run.info.run_id, "--n", 40,
+                                   "--out", work.path / "v.npy")
+            self.assertEqual(code, 0, err)
+            self.assertEqual(np.load(work.path / "v.npy").shape, (40, 20))
+            self.assertEqual(run_cli("sample", "--model", run.info.run_id, "--n", 40,
+                                     "--out", work.path / "v.png")[0], 0)
+            self.assertTrue((work.path / "v.png").stat().st_size > 1000)
+
+
+class BadInputTest(tf.test.TestCase):
+    def assertCleanError(self, argv, *fragments):
+        with TempWorkdir() as work:
+            code, out, err = run_cli(*argv)
+            self.assertEqual(code, 2)
+            lines = err.strip().splitlines()
+            self.assertLen(lines, 1, err)
+            self.assertTrue(lines[0].startswith("gan-pipeline: error: "), err)
+            for fragment in fragments:
+                self.assertIn(fragment, lines[0])
+            store = work.path / "mlflow.db"
+            if store.exists():  # a train that fails on input must leave no run behind
+                client = mlflow.MlflowClient(work.uri)
+                runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+                self.assertEqual(runs, [])
+            self.assertFalse((work.path / "mlruns").exists() and any((work.path / "mlruns")
+                                                                      .rglob("*.keras")))
+
+    def test_train_errors(self):
+        dcgan = REPO / "pipelines/mnist_dcgan.toml"
+        self.assertCleanError(["train", "--config", dcgan, "--set", "epochz=1"], "'epochz'",
+                              "'epochs'")
+        self.assertCleanError(["train", "--config", dcgan, "--set", "batch_size=0"],
+                              "batch_size = 0", ">= 1")
+        self.assertCleanError(["train", "--config", dcgan, "--set", "data.dataset=mnsit"],
+                              "unknown dataset 'mnsit'", "'mnist'")
+        self.assertCleanError(["train", "--config", dcgan, "--set", "data.dataset=imdb_reviews"],
+                              "no 'image' feature")
+        with tempfile.TemporaryDirectory() as empty:
+            self.assertCleanError(["train", "--config", dcgan, "--set", f"data.data_dir={empty}",
+                                   "--set", "data.download=false"],
+                                  "'mnist' is not prepared in " + empty)
+        self.assertCleanError(["train", "--config", "pipelines/missing.toml"], "does not exist")
+
+    def test_sample_errors(self):
+        self.assertCleanError(["sample", "--model", "nope.keras", "--out", "x.npy"],
+                              "'nope.keras' does not exist")
+        self.assertCleanError(["sample", "--model", "0" * 32, "--out", "x.npy"],
+                              "no MLflow store at", "MLFLOW_TRACKING_URI")
+        with TempWorkdir() as work:  # a store that exists but has no such run
+            mlflow.MlflowClient(work.uri).search_experiments()
+            code, _, err = run_cli("sample", "--model", "0" * 32, "--out", "x.npy")
+            self.assertEqual(code, 2)
+            self.assertIn("run '" + "0" * 32 + "' has no generator.keras", err)
+        self.assertCleanError(["sample", "--model", "my-generator", "--out", "x.npy"],
+                              "--model 'my-generator' is not valid")
+
+    def test_console_script_exit_status(self):
+        script = Path(sys.executable).parent / "gan-pipeline"
+        result = subprocess.run([str(script), "train", "--config", "pipelines/mnist_dcgan.toml",
+                                 "--set", "train.loss=hinge"], cwd=REPO, capture_output=True,
+                                text=True, timeout=300)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(result.stderr.strip().splitlines()[-1],
+                         "gan-pipeline: error: train.loss = 'hinge' is not valid: expected one of "
+                         "'minimax', 'non_saturating'.")
+
+
+@pytest.mark.slow
+class RealMnistSmokeTest(tf.test.TestCase):
+    """The real pipeline file on the real, offline MNIST for a few steps."""
+
+    def test_dcgan_pipeline_on_real_mnist(self):
+        data_dir = real_tfds_dir()
+        if data_dir is None:
+            self.skipTest("no prepared MNIST in TFDS_DATA_DIR or ../shared/data/tfds")
+        with TempWorkdir() as work:
+            code, out, err = run_cli("train", "--config", REPO / "pipelines/mnist_dcgan.toml",
+                                     "--set", "epochs=1", "--set", "train.steps_per_epoch=5",
+                                     "--set", f"data.data_dir={data_dir}",
+                                     "--set", "data.download=false")
+            self.assertEqual(code, 0, err)
+            client, run = only_run(work.uri, "mnist_dcgan")
+            self.assertEqual(run.data.params["resolved.train_examples"], "60000")
+            self.assertEqual(run.data.params["resolved.sample_shape"], "[28, 28, 1]")
+            code, _, err = run_cli("sample", "--model", run.info.run_id, "--n", 200,
+                                   "--out", work.path / "s.npy")
+            self.assertEqual(code, 0, err)
+            x = np.load(work.path / "s.npy")
+            self.assertEqual(x.shape, (200, 28, 28, 1))
+            self.assertBetween(float(x.min()), -1.0, 1.0)

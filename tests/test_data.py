@@ -1,0 +1,140 @@
+"""Data: values in [-1, 1], shapes per dataset, seeded order, 1-D moments, clear errors."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from gan_pipeline import data
+from gan_pipeline.errors import UserError
+from tests.helpers import real_tfds_dir
+
+
+def first_batch(train_data):
+    return next(iter(train_data.dataset)).numpy()
+
+
+class NormalizeTest(tf.test.TestCase):
+    def test_uint8_maps_onto_minus_one_to_one(self):
+        x = data.normalize(tf.constant([0, 127, 128, 255], dtype=tf.uint8)).numpy()
+        self.assertEqual(x.dtype, np.float32)
+        self.assertAllClose(x, [-1.0, -0.00392157, 0.00392157, 1.0])
+
+    def test_denormalize_inverts_normalize(self):
+        pixels = np.arange(256, dtype=np.uint8)
+        self.assertAllEqual(data.denormalize(data.normalize(pixels).numpy()), pixels)
+
+
+class ImageDatasetTest(tf.test.TestCase):
+    """Any TFDS image dataset by name, mocked (random images with the real features)."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp()
+
+    def load(self, name, batch_size=16, seed=0):
+        # Under mock_data, download_and_prepare is a no-op, so download=True never touches the net.
+        return data.image_dataset(name, batch_size, data_dir=self.tmp, seed=seed,
+                                  shuffle_buffer=64)
+
+    def test_batches_are_float32_in_range_with_the_dataset_shape(self):
+        expected = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "kmnist": (28, 28, 1),
+                    "cifar10": (32, 32, 3)}
+        with tfds.testing.mock_data(num_examples=64):
+            for name, shape in expected.items():
+                train = self.load(name)
+                batch = first_batch(train)
+                self.assertEqual(train.shape, shape)
+                self.assertEqual(batch.shape, (16, *shape))
+                self.assertEqual(batch.dtype, np.float32)
+                self.assertGreaterEqual(batch.min(), -1.0)
+                self.assertLessEqual(batch.max(), 1.0)
+                self.assertGreater(batch.std(), 0.1, "images should not be constant")
+
+    def test_order_is_reproducible_for_a_seed(self):
+        with tfds.testing.mock_data(num_examples=64):
+            a = first_batch(self.load("mnist", seed=3))
+            b = first_batch(self.load("mnist", seed=3))
+            c = first_batch(self.load("mnist", seed=4))
+        self.assertAllEqual(a, b)
+        self.assertNotAllClose(a, c)
+
+    def test_batch_size_larger_than_the_data_is_an_error(self):
+        with tfds.testing.mock_data(num_examples=8):
+            with self.assertRaisesRegex(UserError, "batch_size = 16 is larger than the 8"):
+                self.load("mnist", batch_size=16)
+
+
+class DataErrorsTest(tf.test.TestCase):
+    def test_unknown_dataset_suggests_close_names(self):
+        with self.assertRaisesRegex(UserError, r"unknown dataset 'mnsit'.*Did you mean 'mnist'"):
+            data.image_dataset("mnsit")
+
+    def test_dataset_without_image_feature(self):
+        with self.assertRaisesRegex(UserError, r"'imdb_reviews' has no 'image' feature"):
+            data.image_dataset("imdb_reviews")
+
+    def test_non_positive_batch_size(self):
+        for bad in (0, -1):
+            with self.assertRaisesRegex(UserError, f"batch_size = {bad} is not valid"):
+                data.image_dataset("mnist", bad)
+            with self.assertRaisesRegex(UserError, f"batch_size = {bad} is not valid"):
+                data.gaussian_dataset(bad)
+
+    def test_unprepared_dataset_offline_names_dataset_and_directory(self):
+        with tempfile.TemporaryDirectory() as empty:
+            with self.assertRaises(UserError) as ctx:
+                data.image_dataset("fashion_mnist", data_dir=empty, download=False)
+            message = str(ctx.exception)
+            self.assertIn("'fashion_mnist' is not prepared in " + empty, message)
+            self.assertIn("TFDS_DATA_DIR", message)
+            self.assertEqual(os.listdir(empty), [], "nothing may be left half-written")
+
+    def test_tfds_data_dir_is_honoured(self):
+        with tempfile.TemporaryDirectory() as empty:
+            old = os.environ.get("TFDS_DATA_DIR")
+            os.environ["TFDS_DATA_DIR"] = empty
+            try:
+                self.assertEqual(data.resolve_data_dir(None), empty)
+                with self.assertRaisesRegex(UserError, "not prepared in " + empty):
+                    data.image_dataset("kmnist", download=False)
+            finally:
+                if old is None:
+                    del os.environ["TFDS_DATA_DIR"]
+                else:
+                    os.environ["TFDS_DATA_DIR"] = old
+
+
+class GaussianDatasetTest(tf.test.TestCase):
+    def test_vectors_of_n_points_from_the_configured_normal(self):
+        train = data.gaussian_dataset(50, n_points=100, mean=4.0, std=1.25, num_examples=1000,
+                                      seed=1)
+        values = np.concatenate([b.numpy() for b in train.dataset])
+        self.assertEqual(train.shape, (100,))
+        self.assertEqual(values.shape, (1000, 100))
+        self.assertAllClose(values.mean(), 4.0, atol=0.02)
+        self.assertAllClose(values.std(), 1.25, atol=0.02)
+
+    def test_mean_std_and_n_points_are_configurable(self):
+        train = data.gaussian_dataset(10, n_points=7, mean=-2.0, std=0.5, num_examples=2000)
+        values = np.concatenate([b.numpy() for b in train.dataset])
+        self.assertEqual(values.shape[1], 7)
+        self.assertAllClose(values.mean(), -2.0, atol=0.03)
+        self.assertAllClose(values.std(), 0.5, atol=0.03)
+
+
+@pytest.mark.slow
+class RealMnistDataTest(tf.test.TestCase):
+    def test_real_mnist_offline_is_normalised(self):
+        data_dir = real_tfds_dir()
+        if data_dir is None:
+            self.skipTest("no prepared MNIST in TFDS_DATA_DIR or ../shared/data/tfds")
+        train = data.image_dataset("mnist", 256, data_dir=data_dir, download=False)
+        self.assertEqual(train.num_examples, 60_000)
+        batch = first_batch(train)
+        self.assertEqual(batch.shape, (256, 28, 28, 1))
+        self.assertEqual((batch.min(), batch.max()), (-1.0, 1.0))
+        self.assertTrue(Path(data_dir, "mnist").is_dir())

@@ -1,0 +1,173 @@
+"""The GAN model: each step touches only its network, losses are right, seeds reproduce, it saves,
+and it actually learns (the 1-D GAN moves its mean toward 4)."""
+
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from gan_pipeline import config, data, models
+from gan_pipeline.gan import GAN
+from gan_pipeline.losses import GANLoss
+from gan_pipeline.train import build_gan
+from tests.helpers import TINY
+
+
+def tiny_gan(family="dcgan", shape=(28, 28, 1), seed=0, **compile_kwargs):
+    keras.utils.set_random_seed(seed)
+    g, d = models.build(family, shape, **TINY[family])
+    gan = GAN(g, d, noise=models.get_family(family).noise, seed=seed)
+    gan.compile(d_optimizer=keras.optimizers.Adam(1e-2), g_optimizer=keras.optimizers.Adam(1e-2),
+                **compile_kwargs)
+    return gan
+
+
+def snapshot(weights):
+    return [w.numpy().copy() for w in weights]
+
+
+def changed(before, weights):
+    return [not np.array_equal(b, w.numpy()) for b, w in zip(before, weights)]
+
+
+class StepIsolationTest(tf.test.TestCase):
+    """The classic `discriminator.trainable` pitfall cannot happen: check it weight by weight."""
+
+    def setUp(self):
+        self.gan = tiny_gan()
+        self.real = np.random.default_rng(0).uniform(-1, 1, (8, 28, 28, 1)).astype(np.float32)
+
+    def test_discriminator_step_changes_only_discriminator_weights(self):
+        g_before = snapshot(self.gan.generator.trainable_weights)
+        d_before = snapshot(self.gan.discriminator.trainable_weights)
+        self.gan.discriminator_step(self.real)
+        self.assertFalse(any(changed(g_before, self.gan.generator.trainable_weights)))
+        self.assertTrue(all(changed(d_before, self.gan.discriminator.trainable_weights)))
+
+    def test_generator_step_changes_only_generator_weights(self):
+        g_before = snapshot(self.gan.generator.trainable_weights)
+        d_before = snapshot(self.gan.discriminator.weights)  # trainable or not: D stays put
+        self.gan.generator_step(8)
+        self.assertFalse(any(changed(d_before, self.gan.discriminator.weights)))
+        self.assertTrue(all(changed(g_before, self.gan.generator.trainable_weights)))
+
+    def test_train_step_updates_both_and_reports_metrics(self):
+        g_before = snapshot(self.gan.generator.trainable_weights)
+        d_before = snapshot(self.gan.discriminator.trainable_weights)
+        logs = self.gan.train_step(tf.constant(self.real))
+        self.assertTrue(all(changed(g_before, self.gan.generator.trainable_weights)))
+        self.assertTrue(all(changed(d_before, self.gan.discriminator.trainable_weights)))
+        self.assertEqual(set(logs), {"d_loss", "g_loss", "d_real", "d_fake"})
+        for name in ("d_real", "d_fake"):
+            self.assertBetween(float(logs[name]), 0.0, 1.0)
+
+    def test_steps_per_batch_are_honoured(self):
+        gan = tiny_gan(d_steps=2, g_steps=5)
+        gan.train_step(tf.constant(self.real))
+        self.assertEqual(int(gan.d_optimizer.iterations), 2)
+        self.assertEqual(int(gan.g_optimizer.iterations), 5)
+
+
+class LossTest(tf.test.TestCase):
+    def test_values_on_known_logits(self):
+        zero = tf.zeros((4, 1))
+        log2 = float(np.log(2.0))
+        ns = GANLoss("non_saturating", label_smoothing=1.0)
+        self.assertAllClose(ns.discriminator_loss(zero, zero), 2 * log2)
+        self.assertAllClose(ns.generator_loss(zero), log2)
+        self.assertAllClose(GANLoss("minimax").generator_loss(zero), -log2)
+
+    def test_one_sided_label_smoothing_moves_only_the_real_target(self):
+        big = tf.fill((4, 1), 20.0)  # D very sure the sample is real
+        smooth = GANLoss(label_smoothing=0.9)
+        # BCE(target 0.9, p ~ 1) ~ 0.1 * 20: smoothing penalises over-confidence on real data
+        self.assertAllClose(smooth.discriminator_loss(big, -big), 2.0, atol=1e-3)
+        self.assertAllClose(GANLoss().discriminator_loss(big, -big), 0.0, atol=1e-6)
+        self.assertAllClose(smooth.generator_loss(big), GANLoss().generator_loss(big))
+
+    def test_minimax_saturates_where_non_saturating_does_not(self):
+        logits = tf.Variable(tf.fill((4, 1), -8.0))  # D confidently rejects the fakes
+        grads = {}
+        for kind in ("non_saturating", "minimax"):
+            with tf.GradientTape() as tape:
+                loss = GANLoss(kind).generator_loss(logits)
+            grads[kind] = float(tf.reduce_sum(tf.abs(tape.gradient(loss, logits))))
+        self.assertGreater(grads["non_saturating"], 100 * grads["minimax"])
+
+
+class NoiseAndSeedTest(tf.test.TestCase):
+    def test_same_seed_same_noise_and_samples(self):
+        a, b, c = tiny_gan(seed=5), tiny_gan(seed=5), tiny_gan(seed=6)
+        self.assertAllClose(a.sample_noise(4), b.sample_noise(4))
+        self.assertNotAllClose(a.sample_noise(4), c.sample_noise(4))
+
+    def test_noise_distribution_follows_the_family(self):
+        z = tiny_gan("gaussian_1d", (50,)).sample_noise(200).numpy()
+        self.assertEqual(z.shape, (200, 50))
+        self.assertBetween(float(z.min()), 0.0, 0.01)
+        self.assertBetween(float(z.max()), 0.99, 1.0)
+        z = tiny_gan().sample_noise(500).numpy()
+        self.assertAllClose(z.mean(), 0.0, atol=0.05)
+        self.assertAllClose(z.std(), 1.0, atol=0.05)
+
+
+class SerializationTest(tf.test.TestCase):
+    def test_generator_round_trip_in_safe_mode(self):
+        for family, shape in (("dcgan", (28, 28, 1)), ("mlp", (32, 32, 3)),
+                              ("gaussian_1d", (20,))):
+            gan = tiny_gan(family, shape)
+            z = gan.sample_noise(3)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "g.keras"
+                gan.generator.save(path)
+                loaded = keras.models.load_model(path, safe_mode=True)
+            self.assertAllClose(loaded(z, training=False), gan.generator(z, training=False))
+            self.assertEqual(loaded.name, f"{family}_generator")
+
+    def test_whole_gan_round_trip_keeps_weights_and_settings(self):
+        gan = tiny_gan("gaussian_1d", (20,), loss="minimax", label_smoothing=0.9, g_steps=5)
+        gan.fit(tf.data.Dataset.from_tensor_slices(
+            np.random.default_rng(0).normal(4, 1.25, (16, 20)).astype(np.float32)).batch(8),
+            epochs=1, verbose=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "gan.keras"
+            gan.save(path)
+            loaded = keras.models.load_model(path, safe_mode=True)
+        self.assertIsInstance(loaded, GAN)
+        self.assertEqual((loaded.noise, loaded.seed), ("uniform", 0))
+        self.assertEqual((loaded.gan_loss.kind, loaded.gan_loss.label_smoothing, loaded.g_steps),
+                         ("minimax", 0.9, 5))
+        for name in ("d_optimizer", "g_optimizer"):  # optimizer state comes back too
+            saved, restored = getattr(gan, name), getattr(loaded, name)
+            self.assertEqual(int(restored.iterations), int(saved.iterations))
+            self.assertGreater(int(restored.iterations), 0)
+            for a, b in zip(saved.variables, restored.variables):
+                self.assertAllClose(a, b)
+        z = gan.sample_noise(2)
+        self.assertAllClose(loaded(z), gan(z))
+        self.assertAllClose(loaded.discriminator(gan(z)), gan.discriminator(gan(z)))
+
+    def test_from_config_rebuilds_the_architecture(self):
+        gan = tiny_gan()
+        clone = GAN.from_config(gan.get_config())
+        self.assertEqual(clone.generator.count_params(), gan.generator.count_params())
+        self.assertEqual(clone.discriminator.count_params(), gan.discriminator.count_params())
+
+
+class LearningTest(tf.test.TestCase):
+    def test_gaussian_1d_moves_its_mean_toward_four(self):
+        cfg = config.load(Path(__file__).parents[1] / "pipelines/gaussian_1d.toml",
+                          ["data.num_examples=3200"])
+        keras.utils.set_random_seed(cfg["seed"])
+        train = data.from_config(cfg)
+        gan = build_gan(cfg, train.shape)
+        start = float(gan.generate(256).numpy().mean())
+        gan.fit(train.dataset, epochs=4, verbose=0)  # 200 steps, a few seconds
+        samples = gan.generate(256).numpy()
+        self.assertGreater(abs(start - 4.0), 2.0, "an untrained generator starts far from 4")
+        message = f"mean {samples.mean():.3f} after 4 epochs (started at {start:.3f})"
+        self.assertLess(abs(samples.mean() - 4.0), 1.0, message)
+        self.assertLess(abs(samples.mean() - 4.0), 0.3 * abs(start - 4.0), message)
+        self.assertGreater(samples.std(), 0.5, "collapsed to a point")
