@@ -88,6 +88,13 @@ SCHEMA: dict[str, Any] = {
         "beta_1": Field(float, 0.5, min=0, max=1),
         "beta_2": Field(float, 0.999, min=0, max=1),
         "steps_per_epoch": Field(int, 0, min=0, help="0 = one pass over the data"),
+        "ema_decay": Field(float, 0.0, min=0, max=0.99999,
+                           help="keep an EMA copy of G for sampling (0 = off, e.g. 0.999)"),
+    },
+    "eval": {
+        "every_epochs": Field(int, 1, min=0, help="evaluate every K epochs while training (0 = off)"),
+        "n_samples": Field(int, 2000, min=100,
+                           help="generated samples per evaluation (points, for the 1-D GAN)"),
     },
     "tracking": {
         "experiment": Field(str, "", help="MLflow experiment; empty = the pipeline name"),
@@ -176,10 +183,10 @@ def validate(raw: dict[str, Any]) -> dict[str, Any]:
                                 "expected a list of positive integers")
         cfg[key] = out
     one_d_data = cfg["data"]["dataset"] == "gaussian_1d"
-    if one_d_data != (cfg["model"]["name"] == "gaussian_1d"):
+    if one_d_data != cfg["model"]["name"].startswith("gaussian_1d"):
         raise UserError(f"model.name = {cfg['model']['name']!r} does not fit data.dataset = "
-                        f"{cfg['data']['dataset']!r}: the 'gaussian_1d' model and dataset go "
-                        "together; image datasets take 'mlp' or 'dcgan'")
+                        f"{cfg['data']['dataset']!r}: the 'gaussian_1d' dataset takes the "
+                        "gaussian_1d models; image datasets take the others")
     return cfg
 
 
@@ -237,3 +244,26 @@ def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def from_params(params: dict[str, str]) -> dict[str, Any]:
+    """Rebuild a validated config from the MLflow params of a training run (``flatten`` undone).
+
+    Derived ``resolved.*`` params are skipped; values are parsed back as TOML (Python's ``True``
+    and ``False`` included).
+    """
+    raw: dict[str, Any] = {}
+    for key, text in params.items():
+        if key.startswith("resolved."):
+            continue
+        text = {"True": "true", "False": "false"}.get(text, text)
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return validate(raw)

@@ -26,10 +26,13 @@ class GAN(keras.Model):
         discriminator: maps samples to one logit each.
         noise: distribution of ``z``: ``"normal"`` N(0, 1) or ``"uniform"`` U(0, 1).
         seed: seeds the model's own ``SeedGenerator``, so a seed reproduces the noise of a run.
+        ema_decay: when > 0, keep ``ema_generator``, an exponential moving average of the
+            generator's weights (with warm-up: the decay used at step t is
+            ``min(ema_decay, (1 + t) / (10 + t))``). ``sampler`` is the network to sample from.
     """
 
     def __init__(self, generator, discriminator, noise: str = "normal", seed: int | None = None,
-                 **kwargs):
+                 ema_decay: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
@@ -38,6 +41,12 @@ class GAN(keras.Model):
         self.noise = noise
         self.seed = seed
         self.latent_shape = tuple(generator.input_shape[1:])
+        self.ema_decay = float(ema_decay)
+        self.ema_generator = None
+        if self.ema_decay > 0:
+            self.ema_generator = keras.models.clone_model(generator)
+            self.ema_generator.set_weights(generator.get_weights())
+            self.ema_step = keras.Variable(0, dtype="int64", trainable=False, name="ema_step")
         self.seed_generator = keras.random.SeedGenerator(seed)
         # 1-D GANs (vector samples) also report the moments of what they generate.
         self.tracks_moments = len(generator.output_shape) == 2
@@ -67,12 +76,26 @@ class GAN(keras.Model):
             return keras.random.uniform(shape, 0.0, 1.0, seed=self.seed_generator)
         return keras.random.normal(shape, seed=self.seed_generator)
 
+    @property
+    def sampler(self):
+        """The generator to sample from: the EMA copy when enabled, else the trained one."""
+        return self.ema_generator if self.ema_generator is not None else self.generator
+
     def call(self, z, training=False):
-        return self.generator(z, training=training)
+        if training:
+            return self.generator(z, training=True)
+        return self.sampler(z, training=False)
 
     def generate(self, batch_size):
         """``batch_size`` fresh samples from the model's own noise stream."""
-        return self.generator(self.sample_noise(batch_size), training=False)
+        return self.sampler(self.sample_noise(batch_size), training=False)
+
+    def update_ema(self):
+        step = ops.cast(self.ema_step, "float32")
+        decay = ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+        for average, weight in zip(self.ema_generator.weights, self.generator.weights):
+            average.assign(decay * average + (1.0 - decay) * ops.cast(weight, average.dtype))
+        self.ema_step.assign_add(1)
 
     def discriminator_step(self, real):
         """One D update on ``real`` and a fresh fake batch; only D's weights change."""
@@ -102,6 +125,8 @@ class GAN(keras.Model):
             d_loss, real_logits, fake_logits = self.discriminator_step(real)
         for _ in range(self.g_steps):
             g_loss, generated = self.generator_step(ops.shape(real)[0])
+        if self.ema_generator is not None:
+            self.update_ema()
 
         values = {
             "d_loss": d_loss,
@@ -126,6 +151,7 @@ class GAN(keras.Model):
             "discriminator": keras.saving.serialize_keras_object(self.discriminator),
             "noise": self.noise,
             "seed": self.seed,
+            "ema_decay": self.ema_decay,
         }
 
     @classmethod

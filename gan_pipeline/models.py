@@ -46,7 +46,7 @@ def _leaky(slope: float) -> layers.Layer:
 
 def build_gaussian_1d(shape: tuple[int, ...], hp: dict[str, Any]):
     if len(shape) != 1:
-        raise UserError(f"model 'gaussian_1d' needs 1-D data (n_points,), got shape {shape}; "
+        raise UserError(f"the gaussian_1d models need 1-D data (n_points,), got shape {shape}; "
                         "use dataset = 'gaussian_1d'")
     (n,) = shape
     z = keras.Input((n,), name="z")

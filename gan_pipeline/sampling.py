@@ -56,6 +56,14 @@ def load_generator(model: str, tracking_uri: str = "") -> keras.Model:
                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
+def run_id_of(model: str) -> str | None:
+    """The MLflow run a ``--model`` value names, if any (a run id or ``runs:/<id>/...``)."""
+    if RUN_ID.fullmatch(model):
+        return model
+    match = re.match(r"runs:/([0-9a-f]{32})/", model)
+    return match.group(1) if match else None
+
+
 def sample(generator: keras.Model, n: int, seed: int = 0, batch_size: int = 500) -> np.ndarray:
     """``n`` float32 samples; the same ``seed`` gives the same samples."""
     if n < 1:

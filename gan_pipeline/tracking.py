@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import keras
@@ -37,42 +38,61 @@ def configure(configured: str = "") -> str:
     return uri
 
 
-def figure_to_array(fig) -> np.ndarray:
-    """A matplotlib figure as a uint8 RGB array (for ``mlflow.log_image``)."""
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-
-
 class MlflowLogger(keras.callbacks.Callback):
-    """Logs per-epoch metrics and pictures of a FIXED noise batch, so epochs are comparable.
+    """Logs per-epoch metrics, pictures of a FIXED noise batch, and periodic quality figures.
 
     Images use ``mlflow.log_image(key=..., step=epoch)``: the MLflow UI shows them with a step
     slider. Image GANs log ``samples``; 1-D GANs log ``histogram`` (Real / Generated / Input) and
-    the moments of the fixed batch (``sample_mean``, ``sample_std``).
+    the moments of the fixed batch (``sample_mean``, ``sample_std``). ``train_seconds`` counts
+    training time only (no logging or evaluation). With an ``evaluate`` function (sampler ->
+    figures), the figures are logged as ``eval/<name>`` every ``every`` epochs and after the last
+    epoch, and a report figure closes the run.
     """
 
-    def __init__(self, fixed_noise: np.ndarray, real_preview: np.ndarray, title: str = ""):
+    def __init__(self, fixed_noise: np.ndarray, real_preview: np.ndarray | None, title: str = "",
+                 evaluate=None, every: int = 0):
         super().__init__()
         self.fixed_noise = fixed_noise
         self.real_preview = real_preview
         self.title = title
+        self.evaluate = evaluate
+        self.every = every
         self.history: dict[str, list[float]] = {}
+        self.eval_steps: list[int] = []
+        self.last_eval: dict | None = None
+        self.last_samples = None
+        self.train_seconds = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.train_seconds += time.perf_counter() - self._epoch_start
         step = epoch + 1  # MLflow step = number of epochs done
         metrics = {k: float(v) for k, v in (logs or {}).items()}
-        samples = self.model.generator(self.fixed_noise, training=False)
+        metrics["train_seconds"] = self.train_seconds
+        samples = self.model.sampler(self.fixed_noise, training=False)
         samples = keras.ops.convert_to_numpy(samples).astype(np.float32)
+        self.last_samples = samples
         if samples.ndim == 2:  # 1-D GAN
             metrics["sample_mean"] = float(samples.mean())
             metrics["sample_std"] = float(samples.std())
             fig = visualize.histogram_figure(
                 {"Real": self.real_preview, "Generated": samples, "Input": self.fixed_noise},
                 title=f"{self.title} epoch {step}")
-            mlflow.log_image(figure_to_array(fig), key="histogram", step=step)
+            mlflow.log_image(visualize.figure_pixels(fig), key="histogram", step=step)
             visualize.close(fig)
         else:
             mlflow.log_image(visualize.image_grid(samples), key="samples", step=step)
+        last = step == self.params.get("epochs")
+        if self.evaluate is not None and self.every and (step % self.every == 0 or last):
+            started = time.perf_counter()
+            figures = self.evaluate(self.model.sampler)
+            metrics.update({f"eval/{k}": float(v) for k, v in figures.items()
+                            if isinstance(v, (int, float))})
+            metrics["eval_seconds"] = time.perf_counter() - started
+            self.last_eval = figures
+            self.eval_steps.append(step)
         mlflow.log_metrics(metrics, step=step)
         for key, value in metrics.items():
             self.history.setdefault(key, []).append(value)
@@ -81,6 +101,13 @@ class MlflowLogger(keras.callbacks.Callback):
         if self.history:
             fig = visualize.loss_figure(self.history, title=self.title)
             mlflow.log_figure(fig, "loss_curves.png")
+            visualize.close(fig)
+        if self.last_eval is not None:
+            curves = {k.removeprefix("eval/"): v for k, v in self.history.items()
+                      if k.startswith("eval/")}
+            fig = visualize.report_figure(self.real_preview, self.last_samples, self.eval_steps,
+                                          curves, self.last_eval, title=self.title)
+            mlflow.log_figure(fig, "report.png")
             visualize.close(fig)
 
 
@@ -120,3 +147,12 @@ def run_link(run) -> str:
         return f"run `mlflow ui` (or `make ui`) here, then open http://127.0.0.1:5000/{path}"
     return (f"run `mlflow ui --backend-store-uri {uri}`, then open "
             f"http://127.0.0.1:5000/{path}")
+
+
+def log_evaluation(run_id: str, result: dict) -> None:
+    """Add a full evaluation to a finished run: ``quality/<figure>`` metrics and the JSON."""
+    figures = {f"quality/{k}": float(v) for k, v in result["figures"].items()
+               if isinstance(v, (int, float))}
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(figures)
+        mlflow.log_dict(result, "evaluation.json")

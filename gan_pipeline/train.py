@@ -10,7 +10,7 @@ import numpy as np
 
 from gan_pipeline import config as config_mod
 from gan_pipeline import data as data_mod
-from gan_pipeline import models, tracking
+from gan_pipeline import evaluation, models, tracking
 from gan_pipeline.gan import GAN
 
 
@@ -28,7 +28,7 @@ def build_gan(cfg: dict, shape: tuple[int, ...]) -> GAN:
     family_name = model_cfg.pop("name")
     generator, discriminator = models.build(family_name, shape, **model_cfg)
     gan = GAN(generator, discriminator, noise=models.get_family(family_name).noise,
-              seed=cfg["seed"], name=f"{family_name}_gan")
+              seed=cfg["seed"], ema_decay=cfg["train"]["ema_decay"], name=f"{family_name}_gan")
     t = cfg["train"]
     gan.compile(
         d_optimizer=keras.optimizers.Adam(t["d_learning_rate"], beta_1=t["beta_1"],
@@ -62,8 +62,8 @@ def train(cfg: dict, verbose: int | str = 1) -> Result:
     batch_size = cfg["batch_size"]
     steps = cfg["train"]["steps_per_epoch"] or data.num_examples // batch_size
     noise = fixed_noise(gan, cfg["tracking"]["grid_size"], cfg["seed"])
-    real_preview = data_mod.real_samples(cfg, cfg["tracking"]["grid_size"], cfg["seed"]) \
-        if data.name == data_mod.GAUSSIAN_1D else None
+    real_preview = data_mod.real_samples(cfg, cfg["tracking"]["grid_size"], cfg["seed"])
+    evaluate = evaluation.GeneratorEvaluator(cfg) if cfg["eval"]["every_epochs"] else None
 
     tracking.configure(cfg["tracking"]["uri"])
     mlflow.set_experiment(cfg["tracking"]["experiment"] or cfg["name"])
@@ -83,10 +83,11 @@ def train(cfg: dict, verbose: int | str = 1) -> Result:
             "resolved.backend": keras.backend.backend(),
         })
         mlflow.log_params(params)
-        logger = tracking.MlflowLogger(noise, real_preview, title=cfg["name"])
+        logger = tracking.MlflowLogger(noise, real_preview, title=cfg["name"], evaluate=evaluate,
+                                       every=cfg["eval"]["every_epochs"])
         gan.fit(data.dataset.repeat(), epochs=cfg["epochs"], steps_per_epoch=steps,
                 callbacks=[logger], verbose=verbose, shuffle=False)
-        model_uri = tracking.log_generator(gan.generator) if cfg["tracking"]["log_model"] else None
+        model_uri = tracking.log_generator(gan.sampler) if cfg["tracking"]["log_model"] else None
         print(f"Finished MLflow run {run.info.run_id}. To review it, {tracking.run_link(run)}",
               flush=True)
         print(f"Samples: gan-pipeline sample --model {run.info.run_id} --n 100 --out samples.png",

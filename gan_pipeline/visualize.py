@@ -73,3 +73,59 @@ def loss_figure(history: dict[str, list[float]], title: str = ""):
 
 def close(fig) -> None:
     plt.close(fig)
+
+
+def report_figure(real, generated, steps: list[int], curves: dict[str, list[float]],
+                  final: dict, title: str = ""):
+    """End-of-run report: real vs generated, quality curves, and the class histogram (images) or
+    the fitted distribution (1-D)."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    (ax_real, ax_fake), (ax_curves, ax_last) = axes
+    if generated.ndim == 2:  # 1-D: one histogram panel, moments in the legend
+        fig.delaxes(ax_fake)
+        hist = histogram_figure({"Real": real, "Generated": generated})
+        ax_real.imshow(figure_pixels(hist))
+        close(hist)
+        ax_real.set_axis_off()
+        ax_real.set_title("real vs generated (fixed noise)")
+        names = [k for k in ("ks", "wasserstein1", "abs_mean_error", "abs_std_error") if k in curves]
+        ax_last.set_axis_off()
+        rows = [[k, f"{final[k]:.4f}"] for k in names]
+        ax_last.table(cellText=rows, colLabels=["figure", "last value"], loc="center")
+    else:
+        for ax, images, label in ((ax_real, real, "real"), (ax_fake, generated, "generated")):
+            ax.imshow(image_grid(images[:64]))
+            ax.set_title(label)
+            ax.set_axis_off()
+        names = [k for k in ("frechet_distance", "precision", "recall", "density", "coverage")
+                 if k in curves]
+        shares = final.get("class_histogram", [])
+        ax_last.bar(range(len(shares)), shares)
+        if shares:
+            ax_last.axhline(1 / len(shares), color="grey", linestyle=":", linewidth=1)
+        ax_last.set_xticks(range(len(shares)))
+        ax_last.set_xlabel("predicted class")
+        ax_last.set_ylabel("share of generated samples")
+        ax_last.set_title("class histogram (dotted: uniform)")
+    primary = names[:1]
+    for name in primary:
+        ax_curves.plot(steps, curves[name][-len(steps):], marker="o", color="k", label=name)
+    ax_curves.set_ylabel(primary[0] if primary else "")
+    ax_curves.set_xlabel("epoch")
+    ax_curves.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(names) > 1:
+        twin = ax_curves.twinx()
+        for name in names[1:]:
+            twin.plot(steps, curves[name][-len(steps):], marker=".", label=name)
+        twin.legend(loc="upper right", fontsize=8)
+    ax_curves.legend(loc="upper left", fontsize=8)
+    ax_curves.set_title("quality while training")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def figure_pixels(fig) -> np.ndarray:
+    """A matplotlib figure as a uint8 RGB array (for ``mlflow.log_image``)."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

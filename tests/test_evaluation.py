@@ -1,0 +1,112 @@
+"""Evaluation end to end: the cached feature classifier, `gan-pipeline evaluate` on runs of both
+kinds (JSON out, figures logged into the run), and training-time evaluation curves."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from gan_pipeline import evaluation
+from tests.helpers import REPO, TempWorkdir, real_tfds_dir
+from tests.test_cli import only_run, run_cli, tiny_overrides
+
+
+class CacheDir:
+    """Point GAN_PIPELINE_CACHE at a fresh folder for the duration."""
+
+    def __enter__(self):
+        self._tmp = tempfile.TemporaryDirectory()
+        self._old = os.environ.get("GAN_PIPELINE_CACHE")
+        os.environ["GAN_PIPELINE_CACHE"] = self._tmp.name
+        return Path(self._tmp.name)
+
+    def __exit__(self, *exc):
+        if self._old is None:
+            os.environ.pop("GAN_PIPELINE_CACHE", None)
+        else:
+            os.environ["GAN_PIPELINE_CACHE"] = self._old
+        self._tmp.cleanup()
+
+
+class FeatureClassifierTest(tf.test.TestCase):
+    def test_trained_once_then_loaded_from_the_cache(self):
+        with CacheDir() as cache, tfds.testing.mock_data(num_examples=64):
+            first = evaluation.feature_classifier("mnist", cache / "tfds", epochs=1, verbose=0)
+            self.assertTrue(first.path.is_file())
+            self.assertEqual(first.path.parent, cache / "classifiers")
+            stamp = first.path.stat().st_mtime_ns
+            second = evaluation.feature_classifier("mnist", cache / "tfds", epochs=1, verbose=0)
+            self.assertEqual(second.path.stat().st_mtime_ns, stamp, "must not retrain")
+            images = np.random.default_rng(0).uniform(-1, 1, (5, 28, 28, 1)).astype(np.float32)
+            f1, p1 = first.features(images)
+            f2, p2 = second.features(images)
+            self.assertEqual(f1.shape, (5, 128))
+            self.assertEqual(p1.shape, (5, 10))
+            self.assertAllClose(f1, f2)
+            self.assertAllClose(p1.sum(1), np.ones(5), atol=1e-5)
+
+
+class EvaluateCommandTest(tf.test.TestCase):
+    def test_1d_run_gets_json_figures_and_logged_metrics(self):
+        with TempWorkdir() as work:
+            code, _, err = run_cli("train", "--config", REPO / "pipelines/gaussian_1d.toml",
+                                   "--set", "data.n_points=20", "--set", "data.num_examples=64",
+                                   "--set", "eval.n_samples=200",
+                                   *tiny_overrides("gaussian_1d", epochs=3))
+            self.assertEqual(code, 0, err)
+            client, run = only_run(work.uri, "gaussian_1d")
+            # training-time evaluation: one point per epoch, and a report figure
+            ks = client.get_metric_history(run.info.run_id, "eval/ks")
+            self.assertEqual([m.step for m in ks], [1, 2, 3])
+            self.assertIn("report.png", [a.path for a in client.list_artifacts(run.info.run_id)])
+
+            code, out, err = run_cli("evaluate", "--model", run.info.run_id, "--n", 2000)
+            self.assertEqual(code, 0, err)
+            result = json.loads(out)
+            figures = result["figures"]
+            self.assertEqual(figures["n_points"], 2000)
+            for key in ("ks", "wasserstein1", "abs_mean_error", "abs_std_error"):
+                self.assertGreaterEqual(figures[key], 0.0)
+            self.assertLess(result["real_vs_real_floor"]["ks"], 0.05)
+            self.assertEqual((result["mean"], result["std"]), (4.0, 1.25))
+            logged = client.get_run(run.info.run_id).data.metrics
+            self.assertAllClose(logged["quality/ks"], figures["ks"])
+            self.assertIn("evaluation.json",
+                          [a.path for a in client.list_artifacts(run.info.run_id)])
+
+    def test_image_run_gets_every_figure(self):
+        with CacheDir(), TempWorkdir() as work, tfds.testing.mock_data(num_examples=64):
+            empty = work.path / "tfds"
+            code, _, err = run_cli("train", "--config", REPO / "pipelines/mnist_mlp.toml",
+                                   "--set", f"data.data_dir={empty}", "--set", "eval.n_samples=100",
+                                   *tiny_overrides("mlp", epochs=1))
+            self.assertEqual(code, 0, err)
+            _, run = only_run(work.uri, "mnist_mlp")
+            self.assertIn("eval/frechet_distance", run.data.metrics)
+            code, out, err = run_cli("evaluate", "--model", run.info.run_id, "--n", 200)
+            self.assertEqual(code, 0, err)
+            result = json.loads(out)
+            expected = {"frechet_distance", "kid", "kid_stderr", "classifier_score", "precision",
+                        "recall", "density", "coverage", "class_min_share", "class_max_share",
+                        "class_histogram"}
+            self.assertContainsSubset(expected, result["figures"])
+            self.assertContainsSubset(expected, result["real_vs_real_floor"])
+            self.assertLen(result["figures"]["class_histogram"], 10)
+            self.assertAllClose(sum(result["figures"]["class_histogram"]), 1.0, atol=1e-3)
+            self.assertEqual(result["dataset"], "mnist")
+
+
+@pytest.mark.slow
+class RealMnistClassifierTest(tf.test.TestCase):
+    def test_classifier_reaches_99_percent_on_mnist_test(self):
+        data_dir = real_tfds_dir()
+        if data_dir is None:
+            self.skipTest("no prepared MNIST in TFDS_DATA_DIR or ../shared/data/tfds")
+        classifier = evaluation.feature_classifier("mnist", data_dir, download=False)
+        self.assertGreaterEqual(classifier.info["test_accuracy"], 0.99)
