@@ -8,6 +8,7 @@ generator says which noise it expects (``noise_for``).
 - ``gaussian_1d``: the 1-D seed. G is a per-point MLP (50 relu, 50 sigmoid, 1 linear) on uniform
   noise; D sees every point beside its squared deviation from its vector's mean, then 50-50-1.
 - ``mlp``: G Dense 256-512-1024-prod(shape) tanh; D 1024-512-256, LeakyReLU 0.2, Dropout 0.3.
+  ``mlp_bn`` adds BatchNorm after each generator layer.
 - ``dcgan``: G Dense (H/4)x(W/4)x128 + BN, two UpSampling2D + Conv2D 5x5; D Conv2D 64/128 stride 2.
 """
 
@@ -70,8 +71,10 @@ def build_mlp(shape: tuple[int, ...], hp: dict[str, Any]):
     h = z
     for width in hp["g_widths"]:
         h = _leaky(hp["leaky_slope"])(layers.Dense(width, kernel_initializer=init)(h))
+        if hp["batch_norm"]:
+            h = layers.BatchNormalization(momentum=hp["bn_momentum"])(h)
     h = layers.Dense(math.prod(shape), activation="tanh", kernel_initializer=init)(h)
-    generator = keras.Model(z, layers.Reshape(shape)(h), name="mlp_generator")
+    generator = keras.Model(z, layers.Reshape(shape)(h), name=f"{hp['family']}_generator")
 
     x = keras.Input(shape, name="x")
     h = layers.Flatten()(x)
@@ -79,7 +82,7 @@ def build_mlp(shape: tuple[int, ...], hp: dict[str, Any]):
         h = _leaky(hp["leaky_slope"])(layers.Dense(width, kernel_initializer=init)(h))
         h = layers.Dropout(hp["dropout"])(h)
     discriminator = keras.Model(x, layers.Dense(1, kernel_initializer=init)(h),
-                                name="mlp_discriminator")
+                                name=f"{hp['family']}_discriminator")
     return generator, discriminator
 
 
@@ -121,7 +124,14 @@ FAMILIES: dict[str, Family] = {
     "gaussian_1d": Family(build_gaussian_1d, {"g_hidden": 50, "d_hidden": 50}, noise="uniform"),
     "mlp": Family(build_mlp, {
         "latent_dim": 100, "g_widths": [256, 512, 1024], "d_widths": [1024, 512, 256],
-        "dropout": 0.3, "leaky_slope": 0.2, "init_std": 0.02}),
+        "dropout": 0.3, "leaky_slope": 0.2, "init_std": 0.02, "batch_norm": False,
+        "bn_momentum": 0.8}),
+    # The MLP with BatchNorm after each generator layer (as in the Keras-GAN MLP): the seed's
+    # tanh output starts grey and its bias moves ~lr per step, so it needs far longer.
+    "mlp_bn": Family(build_mlp, {
+        "latent_dim": 100, "g_widths": [256, 512, 1024], "d_widths": [1024, 512, 256],
+        "dropout": 0.3, "leaky_slope": 0.2, "init_std": 0.02, "batch_norm": True,
+        "bn_momentum": 0.8}),
     "dcgan": Family(build_dcgan, {
         "latent_dim": 100, "g_base_filters": 128, "g_filters": 64, "d_filters": [64, 128],
         "kernel_size": 5, "dropout": 0.3, "leaky_slope": 0.2, "bn_momentum": 0.8}),
@@ -146,7 +156,7 @@ def build(name: str, shape: tuple[int, ...], **hyperparameters) -> tuple[keras.M
         key = sorted(unknown)[0]
         raise UserError(f"unknown hyperparameter {key!r} for model {name!r}; allowed: "
                         f"{', '.join(sorted(family.defaults))}." + closest(key, family.defaults))
-    hp = {**family.defaults, **hyperparameters}
+    hp = {**family.defaults, **hyperparameters, "family": name}
     return family.build(tuple(int(d) for d in shape), hp)
 
 

@@ -156,3 +156,30 @@ def log_evaluation(run_id: str, result: dict) -> None:
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(figures)
         mlflow.log_dict(result, "evaluation.json")
+
+
+CLASSIFIER_EXPERIMENT = "evaluation-classifiers"
+
+
+def log_classifier(classifier) -> str:
+    """Log an evaluation classifier once, as its own run in ``evaluation-classifiers``: the
+    ``.keras`` file, its test accuracy and settings. Returns that run's id (reused afterwards)."""
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(CLASSIFIER_EXPERIMENT)
+    experiment_id = (experiment.experiment_id if experiment
+                     else client.create_experiment(CLASSIFIER_EXPERIMENT))
+    key = classifier.path.stem
+    found = client.search_runs([experiment_id], f"tags.classifier = '{key}'",
+                               max_results=1)
+    if found and found[0].info.status == "FINISHED":
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=key, tags={"classifier": key})
+    for name, value in classifier.info.items():
+        if isinstance(value, (int, float)) and name != "test_accuracy":
+            client.log_param(run.info.run_id, name, value)
+        elif isinstance(value, str):
+            client.log_param(run.info.run_id, name, value)
+    client.log_metric(run.info.run_id, "test_accuracy", classifier.info["test_accuracy"])
+    client.log_artifact(run.info.run_id, str(classifier.path))
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id

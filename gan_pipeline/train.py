@@ -66,6 +66,8 @@ def train(cfg: dict, verbose: int | str = 1) -> Result:
     evaluate = evaluation.GeneratorEvaluator(cfg) if cfg["eval"]["every_epochs"] else None
 
     tracking.configure(cfg["tracking"]["uri"])
+    classifier_run = (tracking.log_classifier(evaluate.images.classifier)
+                      if evaluate is not None and evaluate.images is not None else None)
     mlflow.set_experiment(cfg["tracking"]["experiment"] or cfg["name"])
     with mlflow.start_run(run_name=cfg["tracking"]["run_name"] or None) as run:
         print(f"MLflow run {run.info.run_id} (experiment "
@@ -83,6 +85,8 @@ def train(cfg: dict, verbose: int | str = 1) -> Result:
             "resolved.backend": keras.backend.backend(),
         })
         mlflow.log_params(params)
+        if classifier_run:
+            mlflow.set_tag("evaluation_classifier_run", classifier_run)
         logger = tracking.MlflowLogger(noise, real_preview, title=cfg["name"], evaluate=evaluate,
                                        every=cfg["eval"]["every_epochs"])
         gan.fit(data.dataset.repeat(), epochs=cfg["epochs"], steps_per_epoch=steps,

@@ -15,6 +15,7 @@ TINY = {
     "dcgan": {"latent_dim": 8, "g_base_filters": 8, "g_filters": 4, "d_filters": [4, 8],
               "kernel_size": 3},
     "mlp": {"latent_dim": 8, "g_widths": [16, 16], "d_widths": [16, 16]},
+    "mlp_bn": {"latent_dim": 8, "g_widths": [16, 16], "d_widths": [16, 16]},
     "gaussian_1d": {"g_hidden": 16, "d_hidden": 16},
 }
 

@@ -87,8 +87,13 @@ class EvaluateCommandTest(tf.test.TestCase):
                                    "--set", f"data.data_dir={empty}", "--set", "eval.n_samples=100",
                                    *tiny_overrides("mlp", epochs=1))
             self.assertEqual(code, 0, err)
-            _, run = only_run(work.uri, "mnist_mlp")
+            client, run = only_run(work.uri, "mnist_mlp")
             self.assertIn("eval/frechet_distance", run.data.metrics)
+            # the classifier behind the figures is logged once, in its own run
+            classifier_run = client.get_run(run.data.tags["evaluation_classifier_run"])
+            self.assertGreaterEqual(classifier_run.data.metrics["test_accuracy"], 0.0)
+            self.assertEqual([a.path for a in client.list_artifacts(classifier_run.info.run_id)],
+                             ["mnist-3.0.1-v1.keras"])
             code, out, err = run_cli("evaluate", "--model", run.info.run_id, "--n", 200)
             self.assertEqual(code, 0, err)
             result = json.loads(out)

@@ -18,7 +18,7 @@ def layer_types(model):
 
 class ShapesTest(tf.test.TestCase):
     def test_every_image_family_on_every_image_shape(self):
-        for family in ("mlp", "dcgan"):
+        for family in ("mlp", "mlp_bn", "dcgan"):
             for shape in ((28, 28, 1), (32, 32, 3)):
                 g, d = models.build(family, shape, **TINY[family])
                 z = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
@@ -60,6 +60,13 @@ class ShapesTest(tf.test.TestCase):
         self.assertEqual([(l.units, l.activation.__name__) for l in dense],
                          [(50, "relu"), (50, "sigmoid"), (1, "linear")])
         self.assertIn("DeviationFeatures", layer_types(d))
+
+    def test_mlp_bn_adds_batch_norm_to_the_generator_only(self):
+        g, d = models.build("mlp_bn", (28, 28, 1))
+        self.assertEqual(layer_types(g).count("BatchNormalization"), 3)
+        self.assertNotIn("BatchNormalization", layer_types(d))
+        self.assertNotIn("BatchNormalization", layer_types(models.build("mlp", (28, 28, 1))[0]))
+        self.assertEqual(models.noise_for(g), "normal")
 
     def test_hyperparameters_change_the_models(self):
         g, _ = models.build("mlp", (28, 28, 1), latent_dim=32, g_widths=[64])
