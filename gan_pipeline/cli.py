@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 
 
@@ -29,6 +30,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="pipeline file, e.g. pipelines/mnist_dcgan.toml")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting (repeatable): epochs=3, train.loss=minimax, ...")
+    t.add_argument("--resume", action="store_true",
+                   help="continue this pipeline's checkpointed run, in the same MLflow run")
 
     s = sub.add_parser("sample", help="draw samples from a trained generator")
     s.add_argument("--model", required=True,
@@ -58,7 +61,9 @@ def run_train(args) -> None:
     from gan_pipeline.train import train
 
     cfg = config.load(args.config, args.overrides)
-    train(cfg)
+    sets = "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    train(cfg, resume=args.resume,
+          resume_command=f"gan-pipeline train --config {shlex.quote(args.config)}{sets} --resume")
 
 
 def run_sample(args) -> None:
@@ -104,12 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _quiet_tensorflow()
     from gan_pipeline.errors import UserError
+    from gan_pipeline.train import TrainingStopped
 
     try:
         {"train": run_train, "sample": run_sample, "evaluate": run_evaluate}[args.command](args)
     except UserError as exc:
         print(f"gan-pipeline: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingStopped as exc:
+        print(f"gan-pipeline: {exc}", file=sys.stderr)
+        return 130 if exc.reason == "interrupted" else 1
     return 0
 
 

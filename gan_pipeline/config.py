@@ -102,6 +102,8 @@ SCHEMA: dict[str, Any] = {
         "run_name": Field(str, ""),
         "grid_size": Field(int, 64, min=1, help="samples in the per-epoch grid (fixed noise)"),
         "log_model": Field(bool, True, help="log the generator as an MLflow model at the end"),
+        "checkpoint_dir": Field(str, "checkpoints",
+                                help="checkpoints go to <checkpoint_dir>/<name>/ every epoch"),
     },
 }
 

@@ -11,6 +11,7 @@ same figures for a train-split subset against the test split give the real-vs-re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -96,7 +97,11 @@ def feature_classifier(dataset: str, data_dir: str | None = None, download: bool
     if "label" not in builder.info.features.keys():
         raise UserError(f"dataset {dataset!r} has no 'label' feature: the evaluation classifier "
                         "needs a labelled image dataset")
-    key = f"{dataset}-{builder.info.version}-v{CLASSIFIER_VERSION}"
+    # Keyed by the data's folder too: classifiers trained from different copies (or mocks) of a
+    # dataset must never stand in for one another.
+    source = str(Path(builder.data_dir).resolve())
+    digest = hashlib.sha1(source.encode()).hexdigest()[:8]
+    key = f"{dataset}-{builder.info.version}-v{CLASSIFIER_VERSION}-{digest}"
     path = cache_dir() / "classifiers" / f"{key}.keras"
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
@@ -113,7 +118,8 @@ def feature_classifier(dataset: str, data_dir: str | None = None, download: bool
     test = _labelled(builder, "test", 500, shuffle=False)
     model.fit(_labelled(builder, "train", 128, shuffle=True), epochs=epochs, verbose=verbose)
     _, accuracy = model.evaluate(test, verbose=0)
-    info = {"dataset": dataset, "version": str(builder.info.version), "test_accuracy":
+    info = {"dataset": dataset, "version": str(builder.info.version), "data_dir": source,
+            "test_accuracy":
             float(accuracy), "epochs": epochs, "feature_dim": 128, "classes": num_classes}
     print(f"Evaluation classifier: test accuracy {accuracy:.4f}", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)

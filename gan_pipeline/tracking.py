@@ -50,8 +50,9 @@ class MlflowLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, fixed_noise: np.ndarray, real_preview: np.ndarray | None, title: str = "",
-                 evaluate=None, every: int = 0):
+                 evaluate=None, every: int = 0, control=None):
         super().__init__()
+        self.control = control  # a RunControl: nothing is logged for an epoch that was cut short
         self.fixed_noise = fixed_noise
         self.real_preview = real_preview
         self.title = title
@@ -66,8 +67,23 @@ class MlflowLogger(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
 
+    def restore(self, run_id: str, train_seconds: float) -> None:
+        """Continue a resumed run: its earlier per-epoch metrics feed the end-of-run figures."""
+        self.train_seconds = train_seconds
+        client = mlflow.MlflowClient()
+        for key in client.get_run(run_id).data.metrics:
+            history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+            self.history[key] = [m.value for m in history]
+            if key == "eval_seconds":
+                self.eval_steps = [m.step for m in history]
+
+    def _stopped(self) -> bool:
+        return self.control is not None and self.control.reason is not None
+
     def on_epoch_end(self, epoch, logs=None):
         self.train_seconds += time.perf_counter() - self._epoch_start
+        if self._stopped():
+            return
         step = epoch + 1  # MLflow step = number of epochs done
         metrics = {k: float(v) for k, v in (logs or {}).items()}
         metrics["train_seconds"] = self.train_seconds
@@ -98,6 +114,8 @@ class MlflowLogger(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(value)
 
     def on_train_end(self, logs=None):
+        if self._stopped():
+            return
         if self.history:
             fig = visualize.loss_figure(self.history, title=self.title)
             mlflow.log_figure(fig, "loss_curves.png")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from dataclasses import dataclass
 
 import keras
@@ -10,7 +12,8 @@ import numpy as np
 
 from gan_pipeline import config as config_mod
 from gan_pipeline import data as data_mod
-from gan_pipeline import evaluation, models, tracking
+from gan_pipeline import checkpoints, evaluation, models, tracking
+from gan_pipeline.errors import UserError
 from gan_pipeline.gan import GAN
 
 
@@ -50,15 +53,117 @@ def fixed_noise(gan: GAN, n: int, seed: int) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def train(cfg: dict, verbose: int | str = 1) -> Result:
+class RunControl(keras.callbacks.Callback):
+    """Stops training cleanly at the next step on SIGINT/SIGTERM, or when a loss is not finite.
+
+    ``reason`` is then ``"interrupted"`` or ``"diverged"`` and ``detail`` says what happened. A
+    second Ctrl-C stops at once (KeyboardInterrupt).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.reason: str | None = None
+        self.detail = ""
+        self.epoch = 0
+        self._handlers = {}
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def on_train_end(self, logs=None):
+        for sig, handler in self._handlers.items():
+            signal.signal(sig, handler)
+        self._handlers = {}
+
+    def _on_signal(self, signum, frame):
+        if self.reason == "interrupted":
+            raise KeyboardInterrupt
+        self.reason, self.detail = "interrupted", signal.Signals(signum).name
+        self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        for key in ("d_loss", "g_loss"):
+            value = float((logs or {}).get(key, 0.0))
+            if not np.isfinite(value):
+                self.reason = "diverged"
+                self.detail = f"{key} became {value} at epoch {self.epoch + 1}, step {batch + 1}"
+                self.model.stop_training = True
+                return
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Writes a checkpoint after every completed epoch, and where an interruption stopped."""
+
+    def __init__(self, directory, control: RunControl, logger, base_state: dict):
+        super().__init__()
+        self.directory, self.control, self.logger = directory, control, logger
+        self.base_state = base_state
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.control.reason == "diverged":
+            return  # the last good checkpoint stays
+        # An interrupted epoch is saved as not done: resuming redoes it from its first batch,
+        # starting from the weights it had reached, so no metric step is lost or duplicated.
+        done = epoch if self.control.reason == "interrupted" else epoch + 1
+        checkpoints.save(self.directory, self.model,
+                         {**self.base_state, "epoch": done, "train_seconds":
+                          self.logger.train_seconds})
+
+
+RESUMABLE = ("epochs", "train.d_learning_rate", "train.g_learning_rate", "train.steps_per_epoch",
+             "eval.", "tracking.")
+
+
+def _check_resumable(saved: dict, cfg: dict, directory) -> None:
+    old, new = config_mod.flatten(saved), config_mod.flatten(cfg)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                     and not k.startswith(RESUMABLE))
+    if changed:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise UserError(f"cannot resume the checkpoint in {directory}: its settings differ in "
+                        f"{detail}. Only epochs, learning rates, eval.* and tracking.* may change "
+                        "on resume; start a new run without --resume instead")
+
+
+def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
+          resume_command: str = "") -> Result:
     """Train the GAN ``cfg`` describes into one MLflow run; returns the run id and history.
 
-    Everything that can fail on user input (data, model shapes) is checked before the run is
-    created, so a bad config leaves nothing behind in MLflow.
+    Everything that can fail on user input (data, model shapes, checkpoints) is checked before
+    the run is created, so a bad config leaves nothing behind in MLflow. With ``resume``, the
+    checkpoint of this pipeline continues, in the same MLflow run, from the epoch it reached.
     """
+    directory = checkpoints.folder(cfg["tracking"]["checkpoint_dir"], cfg["name"])
+    try:
+        state = checkpoints.read_state(directory)
+    except UserError:
+        if resume:
+            raise
+        state = {"run_id": "(unreadable)"}  # a fresh run replaces a corrupt checkpoint
+    if resume:
+        if state is None:
+            raise UserError(f"nothing to resume: no checkpoint in {directory}; run without "
+                            "--resume to start")
+        _check_resumable(state["config"], cfg, directory)
+        if state["epoch"] >= cfg["epochs"]:
+            raise UserError(f"the run in {directory} already trained {state['epoch']} epochs; "
+                            f"to continue it, raise epochs (--set epochs={state['epoch'] + 5})")
+    elif state is not None:
+        print(f"note: starting a new run; the checkpoint of run {state['run_id']} in {directory} "
+              "will be replaced (use --resume to continue that run instead)", flush=True)
+        state = None
+
     keras.utils.set_random_seed(cfg["seed"])
     data = data_mod.from_config(cfg)
     gan = build_gan(cfg, data.shape)
+    if state:
+        checkpoints.restore(directory, gan, state)
+    start_epoch = state["epoch"] if state else 0
     batch_size = cfg["batch_size"]
     steps = cfg["train"]["steps_per_epoch"] or data.num_examples // batch_size
     noise = fixed_noise(gan, cfg["tracking"]["grid_size"], cfg["seed"])
@@ -69,31 +174,77 @@ def train(cfg: dict, verbose: int | str = 1) -> Result:
     classifier_run = (tracking.log_classifier(evaluate.images.classifier)
                       if evaluate is not None and evaluate.images is not None else None)
     mlflow.set_experiment(cfg["tracking"]["experiment"] or cfg["name"])
-    with mlflow.start_run(run_name=cfg["tracking"]["run_name"] or None) as run:
+    run_args = ({"run_id": state["run_id"]} if state
+                else {"run_name": cfg["tracking"]["run_name"] or None})
+    control = RunControl()
+    with mlflow.start_run(**run_args) as run:
         print(f"MLflow run {run.info.run_id} (experiment "
-              f"{cfg['tracking']['experiment'] or cfg['name']!r}, {mlflow.get_tracking_uri()})",
-              flush=True)
-        params = config_mod.flatten(cfg)
-        params.update({
-            "resolved.steps_per_epoch": steps,
-            "resolved.sample_shape": list(data.shape),
-            "resolved.latent_shape": list(gan.latent_shape),
-            "resolved.noise": gan.noise,
-            "resolved.train_examples": data.num_examples,
-            "resolved.generator_params": gan.generator.count_params(),
-            "resolved.discriminator_params": gan.discriminator.count_params(),
-            "resolved.backend": keras.backend.backend(),
-        })
-        mlflow.log_params(params)
-        if classifier_run:
-            mlflow.set_tag("evaluation_classifier_run", classifier_run)
+              f"{cfg['tracking']['experiment'] or cfg['name']!r}, {mlflow.get_tracking_uri()})"
+              + (f", resumed after epoch {start_epoch}" if state else ""), flush=True)
         logger = tracking.MlflowLogger(noise, real_preview, title=cfg["name"], evaluate=evaluate,
-                                       every=cfg["eval"]["every_epochs"])
-        gan.fit(data.dataset.repeat(), epochs=cfg["epochs"], steps_per_epoch=steps,
-                callbacks=[logger], verbose=verbose, shuffle=False)
+                                       every=cfg["eval"]["every_epochs"], control=control)
+        if state:
+            logger.restore(run.info.run_id, state["train_seconds"])
+        else:
+            params = config_mod.flatten(cfg)
+            params.update({
+                "resolved.steps_per_epoch": steps,
+                "resolved.sample_shape": list(data.shape),
+                "resolved.latent_shape": list(gan.latent_shape),
+                "resolved.noise": gan.noise,
+                "resolved.train_examples": data.num_examples,
+                "resolved.generator_params": gan.generator.count_params(),
+                "resolved.discriminator_params": gan.discriminator.count_params(),
+                "resolved.backend": keras.backend.backend(),
+            })
+            mlflow.log_params(params)
+            if classifier_run:
+                mlflow.set_tag("evaluation_classifier_run", classifier_run)
+        checkpointer = Checkpointer(directory, control, logger,
+                                    {"run_id": run.info.run_id, "config": cfg})
+        # The data stream continues where the checkpoint left it: same seed, same order.
+        stream = data.dataset.repeat().skip(start_epoch * steps)
+        gan.fit(stream, initial_epoch=start_epoch, epochs=cfg["epochs"], steps_per_epoch=steps,
+                callbacks=[control, logger, checkpointer], verbose=verbose, shuffle=False)
+        if control.reason:
+            return _stopped(control, run, directory, gan, resume_command)
         model_uri = tracking.log_generator(gan.sampler) if cfg["tracking"]["log_model"] else None
         print(f"Finished MLflow run {run.info.run_id}. To review it, {tracking.run_link(run)}",
               flush=True)
         print(f"Samples: gan-pipeline sample --model {run.info.run_id} --n 100 --out samples.png",
               flush=True)
     return Result(run.info.run_id, model_uri, logger.history, gan)
+
+
+class TrainingStopped(Exception):
+    """Training ended early: ``reason`` is "interrupted" or "diverged"."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _stopped(control: RunControl, run, directory, gan, resume_command: str):
+    resume = resume_command or "gan-pipeline train --config <pipeline file> --resume"
+    if control.reason == "interrupted":
+        mlflow.end_run(status="KILLED")
+        state = checkpoints.read_state(directory)
+        raise TrainingStopped("interrupted", (
+            f"stopped by {control.detail} in epoch {control.epoch + 1}; checkpoint written "
+            f"({state['epoch']} epochs done), MLflow run {run.info.run_id} marked KILLED. "
+            f"Resume with: {resume}"))
+    state = checkpoints.read_state(directory)
+    mlflow.set_tag("failure", f"diverged: {control.detail}")
+    mlflow.end_run(status="FAILED")
+    if state and state["run_id"] == run.info.run_id:
+        checkpoints.restore(directory, gan, state)
+        kept = (f"the last good checkpoint ({state['epoch']} epochs) is kept; lower the "
+                f"learning rates and resume: {resume} --set train.d_learning_rate=... "
+                "--set train.g_learning_rate=...")
+    else:
+        kept = "no epoch had finished, so there is no checkpoint; lower the learning rates " \
+               "(e.g. --set train.d_learning_rate=1e-4 --set train.g_learning_rate=1e-4) and " \
+               "start again"
+    raise TrainingStopped("diverged", (
+        f"training diverged: {control.detail}. MLflow run {run.info.run_id} marked FAILED; "
+        f"{kept}"))

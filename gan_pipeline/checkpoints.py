@@ -1,0 +1,79 @@
+"""Checkpoints that let a run continue exactly where it stopped.
+
+One folder per pipeline name, ``checkpoints/<name>/``, holds TensorFlow object checkpoints of the
+GAN (both networks, the EMA copy), both optimizers and every random-number state (the model's
+noise ``SeedGenerator`` and the Dropout layers' ones, which neither ``.keras`` files nor plain
+``tf.train.Checkpoint`` capture), plus ``state.json``: the epoch reached, the MLflow run id, the
+training seconds so far and the resolved config.
+
+Writes are atomic: ``tf.train.CheckpointManager`` writes the data files before it moves its
+``checkpoint`` index to them, and ``state.json`` is replaced (write, then rename) only after that.
+A crash mid-write leaves the previous checkpoint intact and loadable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import tensorflow as tf
+
+from gan_pipeline.errors import UserError
+
+STATE_FILE = "state.json"
+
+
+def _trackable(gan) -> tf.train.Checkpoint:
+    seeds = [v.value for v in gan.variables if "seed_generator_state" in v.path]
+    return tf.train.Checkpoint(gan=gan, d_optimizer=gan.d_optimizer, g_optimizer=gan.g_optimizer,
+                               seed_states=seeds)
+
+
+def folder(root: str | Path, name: str) -> Path:
+    return Path(root) / name
+
+
+def save(directory: Path, gan, state: dict) -> Path:
+    """Write a checkpoint of ``gan`` and ``state`` into ``directory``; keeps the last two."""
+    directory.mkdir(parents=True, exist_ok=True)
+    manager = tf.train.CheckpointManager(_trackable(gan), str(directory), max_to_keep=2)
+    try:
+        path = manager.save(checkpoint_number=state["epoch"])
+        tmp = directory / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps({**state, "checkpoint": Path(path).name}, indent=2))
+        os.replace(tmp, directory / STATE_FILE)
+    except OSError as exc:
+        raise UserError(f"could not write a checkpoint to {directory}: {exc.strerror or exc}; "
+                        "the previous checkpoint is intact. Free some disk space (or set "
+                        "tracking.checkpoint_dir) and resume with --resume") from None
+    return Path(path)
+
+
+def read_state(directory: Path) -> dict | None:
+    """The ``state.json`` of a checkpoint folder, None when there is none."""
+    path = directory / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        state["epoch"], state["run_id"], state["config"]  # noqa: B018 - required keys
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"checkpoint {path} is corrupt ({type(exc).__name__}: {exc}); it was "
+                        "not used. Delete the folder to start over, or restore it from a "
+                        "backup") from None
+    return state
+
+
+def restore(directory: Path, gan, state: dict) -> None:
+    """Load the checkpoint ``state`` names into ``gan`` (built from the same config)."""
+    gan.d_optimizer.build(gan.discriminator.trainable_variables)
+    gan.g_optimizer.build(gan.generator.trainable_variables)
+    path = directory / state["checkpoint"]
+    try:
+        status = _trackable(gan).restore(str(path))
+        status.assert_existing_objects_matched()
+    except Exception as exc:  # TF reports damaged files as OpError, IndexError, ValueError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {path} is corrupt or does not match this model ({first}); "
+                        "it was not used. Delete the folder to start over") from None
