@@ -2,6 +2,7 @@
 #   make pipeline                                   train the default pipeline (MNIST DCGAN)
 #   make pipeline PIPELINE=pipelines/mnist_mlp.toml ARGS="--set epochs=2"
 #   make test                                       the unit tests
+#   make faults                                     fault scenarios against the real CLI
 #   make ui                                         MLflow UI on http://127.0.0.1:5000
 
 PYTHON   ?= $(shell command -v python3.11 || command -v python3)
@@ -21,7 +22,7 @@ export TFDS_DATA_DIR := $(SHARED_TFDS)
 endif
 endif
 
-.PHONY: install pipeline train test test-fast ui clean
+.PHONY: install pipeline train test test-fast faults ui clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +42,9 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests $(ARGS)
+
+faults: install
+	$(BIN)/python scripts/faults.py
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(HOST) --port $(PORT)

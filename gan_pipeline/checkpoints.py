@@ -38,13 +38,23 @@ def save(directory: Path, gan, state: dict) -> Path:
     """Write a checkpoint of ``gan`` and ``state`` into ``directory``; keeps the last two."""
     directory.mkdir(parents=True, exist_ok=True)
     manager = tf.train.CheckpointManager(_trackable(gan), str(directory), max_to_keep=2)
+    # Numbered by optimizer steps, which only grow: a new checkpoint never overwrites the one
+    # state.json points to. With no step since the last save, the weights are that checkpoint.
+    number = int(gan.d_optimizer.iterations)
     try:
-        path = manager.save(checkpoint_number=state["epoch"])
+        latest = manager.latest_checkpoint
+        if latest and latest.endswith(f"-{number}"):
+            path = latest
+        else:
+            path = manager.save(checkpoint_number=number)
         tmp = directory / f".{STATE_FILE}.tmp"
         tmp.write_text(json.dumps({**state, "checkpoint": Path(path).name}, indent=2))
         os.replace(tmp, directory / STATE_FILE)
-    except OSError as exc:
-        raise UserError(f"could not write a checkpoint to {directory}: {exc.strerror or exc}; "
+    except (OSError, tf.errors.OpError) as exc:  # a full disk comes as ResourceExhaustedError
+        text = str(exc)
+        reason = getattr(exc, "strerror", None) or (
+            "No space left on device" if "No space left" in text else type(exc).__name__)
+        raise UserError(f"could not write a checkpoint to {directory}: {reason}; "
                         "the previous checkpoint is intact. Free some disk space (or set "
                         "tracking.checkpoint_dir) and resume with --resume") from None
     return Path(path)

@@ -82,15 +82,18 @@ def run_evaluate(args) -> None:
     import mlflow
 
     from gan_pipeline import config, evaluation, sampling, tracking
+    from gan_pipeline.errors import UserError
 
+    if args.n < 50:
+        raise UserError(f"--n {args.n} is too small: the k-NN and kernel metrics need at least 50 "
+                        "samples (10000 is the standard)")
     generator = sampling.load_generator(args.model, args.tracking_uri)
     run_id = sampling.run_id_of(args.model)
     if args.config:
         cfg = config.load(args.config, args.overrides)
     elif run_id:
-        raw = config.apply_overrides({}, args.overrides)
         params = mlflow.MlflowClient().get_run(run_id).data.params
-        cfg = config.from_params({**params, **config.flatten(raw)})
+        cfg = config.from_params(params, args.overrides)
     else:
         one_d = len(generator.output_shape) == 2
         defaults = ({"data": {"dataset": "gaussian_1d", "n_points": generator.output_shape[1]},

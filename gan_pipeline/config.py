@@ -61,6 +61,8 @@ SCHEMA: dict[str, Any] = {
     "seed": Field(int, 42, min=0, help="seeds weights, data order and noise"),
     "epochs": Field(int, 10, min=1),
     "batch_size": Field(int, 128, min=1),
+    "deterministic": Field(bool, False,
+                           help="deterministic TF ops: bit-identical CPU runs for a seed (slower)"),
     "data": {
         "dataset": Field(str, "mnist", help="a TFDS image dataset name, or 'gaussian_1d'"),
         "data_dir": Field(str, "", help="TFDS data dir; empty = $TFDS_DATA_DIR, then TFDS' default"),
@@ -85,8 +87,8 @@ SCHEMA: dict[str, Any] = {
         "g_steps": Field(int, 1, min=1, help="generator updates per batch"),
         "d_learning_rate": Field(float, 2e-4, min=0, min_exclusive=True),
         "g_learning_rate": Field(float, 2e-4, min=0, min_exclusive=True),
-        "beta_1": Field(float, 0.5, min=0, max=1),
-        "beta_2": Field(float, 0.999, min=0, max=1),
+        "beta_1": Field(float, 0.5, min=0, max=0.9999),
+        "beta_2": Field(float, 0.999, min=0, max=0.9999),
         "steps_per_epoch": Field(int, 0, min=0, help="0 = one pass over the data"),
         "ema_decay": Field(float, 0.0, min=0, max=0.99999,
                            help="keep an EMA copy of G for sampling (0 = off, e.g. 0.999)"),
@@ -95,6 +97,9 @@ SCHEMA: dict[str, Any] = {
         "every_epochs": Field(int, 1, min=0, help="evaluate every K epochs while training (0 = off)"),
         "n_samples": Field(int, 2000, min=100,
                            help="generated samples per evaluation (points, for the 1-D GAN)"),
+        "collapse_max_share": Field(float, 0.5, min=0, max=1, min_exclusive=True,
+                                    help="warn of mode collapse when one class exceeds this share"),
+        "stop_on_collapse": Field(bool, False, help="stop training when collapse is detected"),
     },
     "tracking": {
         "experiment": Field(str, "", help="MLflow experiment; empty = the pipeline name"),
@@ -104,6 +109,8 @@ SCHEMA: dict[str, Any] = {
         "log_model": Field(bool, True, help="log the generator as an MLflow model at the end"),
         "checkpoint_dir": Field(str, "checkpoints",
                                 help="checkpoints go to <checkpoint_dir>/<name>/ every epoch"),
+        "checkpoint_every_steps": Field(int, 0, min=0,
+                                        help="also checkpoint every N steps inside an epoch"),
     },
 }
 
@@ -122,6 +129,8 @@ def _check_value(key: str, value: Any, field: Field) -> Any:
         value = float(value)
     if t is list and isinstance(value, tuple):
         value = list(value)
+    if t is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # --set name=2024, or a run name read back from MLflow params
     if not isinstance(value, t) or (t is int and isinstance(value, bool)):
         raise UserError(f"{key} = {value!r} is not valid: expected {field.describe()}")
     if field.choices is not None:
@@ -150,7 +159,8 @@ def model_fields(family: str) -> dict[str, Field]:
     for hp, default in FAMILIES[family].defaults.items():
         t = type(default)
         low = {int: 1, float: 0}.get(t)  # sizes and counts >= 1; rates and slopes >= 0
-        fields[hp] = Field(t, default, min=low)
+        high = 0.95 if "dropout" in hp else 0.9999 if "momentum" in hp else None
+        fields[hp] = Field(t, default, min=low, max=high)
     return fields
 
 
@@ -248,24 +258,9 @@ def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def from_params(params: dict[str, str]) -> dict[str, Any]:
-    """Rebuild a validated config from the MLflow params of a training run (``flatten`` undone).
-
-    Derived ``resolved.*`` params are skipped; values are parsed back as TOML (Python's ``True``
-    and ``False`` included).
-    """
-    raw: dict[str, Any] = {}
-    for key, text in params.items():
-        if key.startswith("resolved."):
-            continue
-        text = {"True": "true", "False": "false"}.get(text, text)
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return validate(raw)
+def from_params(params: dict[str, str], overrides: list[str] | None = None) -> dict[str, Any]:
+    """Rebuild a validated config from the MLflow params of a training run (``flatten`` undone),
+    then apply ``--set`` overrides. Derived ``resolved.*`` params are skipped."""
+    items = [f"{k}={ {'True': 'true', 'False': 'false'}.get(v, v) }"
+             for k, v in params.items() if not k.startswith("resolved.")]
+    return validate(apply_overrides({}, items + list(overrides or [])))

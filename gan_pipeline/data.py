@@ -79,6 +79,10 @@ def image_builder(name: str, data_dir: str | None = None, download: bool = True)
                         f"{', '.join(features.keys())}); "
                         "GAN image pipelines need an image dataset such as mnist, fashion_mnist, "
                         "kmnist or cifar10")
+    if None in tuple(image.shape):
+        raise UserError(f"dataset {name!r} has images of varying size {tuple(image.shape)}; the "
+                        "GAN pipelines need fixed-size images (e.g. mnist, fashion_mnist, kmnist, "
+                        "cifar10)")
     if not builder.is_prepared():
         where = _describe_dir(data_dir)
         fix = (f"prepare it there on a machine with internet (`tfds build {name} "

@@ -96,7 +96,8 @@ def feature_classifier(dataset: str, data_dir: str | None = None, download: bool
     builder = data_mod.image_builder(dataset, data_dir, download)
     if "label" not in builder.info.features.keys():
         raise UserError(f"dataset {dataset!r} has no 'label' feature: the evaluation classifier "
-                        "needs a labelled image dataset")
+                        "needs a labelled image dataset; turn training-time evaluation off with "
+                        "--set eval.every_epochs=0")
     # Keyed by the data's folder too: classifiers trained from different copies (or mocks) of a
     # dataset must never stand in for one another.
     source = str(Path(builder.data_dir).resolve())
@@ -136,6 +137,12 @@ class ImageEvaluator:
     def __init__(self, dataset: str, data_dir: str | None = None, download: bool = True):
         self.dataset = dataset
         self.builder = data_mod.image_builder(dataset, data_dir, download)
+        splits = self.builder.info.splits
+        if splits and "test" not in splits:  # split info is empty only for mocked data
+            raise UserError(f"dataset {dataset!r} has no 'test' split to evaluate against (it "
+                            f"has {', '.join(splits.keys())}); turn training-time evaluation "
+                            "off with --set eval.every_epochs=0")
+        self.shape = tuple(self.builder.info.features["image"].shape)
         self.classifier = feature_classifier(dataset, data_dir, download)
         self.real_images = _images(self.builder, "test")
         self.real_features, self.real_probs = self.classifier.features(self.real_images)
@@ -193,6 +200,7 @@ class GeneratorEvaluator:
 
     def __init__(self, cfg: dict, n: int | None = None, seed: int | None = None):
         self.data = cfg["data"]
+        self.collapse_max_share = cfg["eval"]["collapse_max_share"]
         self.n = n or cfg["eval"]["n_samples"]
         self.seed = cfg["seed"] if seed is None else seed
         self.one_d = self.data["dataset"] == data_mod.GAUSSIAN_1D
@@ -207,7 +215,30 @@ class GeneratorEvaluator:
             vectors = -(-self.n // d["n_points"])  # ceil
             samples = sampling.sample(generator, vectors, self.seed)
             return evaluate_1d(samples, d["mean"], d["std"], self.n)
+        produced = tuple(generator.output_shape[1:])
+        if produced != self.images.shape:
+            raise UserError(f"the generator makes {produced} samples but {self.data['dataset']} "
+                            f"images are {self.images.shape}; name its dataset with "
+                            "--set data.dataset=... (or --config)")
         return self.images.evaluate(sampling.sample(generator, self.n, self.seed), seed=self.seed)
+
+    def collapse(self, figures: dict) -> str | None:
+        """A message when ``figures`` show mode collapse, else None.
+
+        Images: one predicted class holds more than ``eval.collapse_max_share`` of the samples.
+        1-D: the generated values spread less than a tenth of the real std.
+        """
+        if self.one_d:
+            if figures["std"] < 0.1 * self.data["std"]:
+                return (f"generated std {figures['std']:.4f} is under a tenth of the real "
+                        f"{self.data['std']}: the generator collapsed toward a point")
+            return None
+        share = figures["class_max_share"]
+        if share > self.collapse_max_share:
+            top = int(np.argmax(figures["class_histogram"]))
+            return (f"{share:.0%} of generated samples are classified as class {top} (limit "
+                    f"{self.collapse_max_share:.0%}): mode collapse")
+        return None
 
     def floor(self) -> dict:
         """The figures real data gets: a train subset (images) or exact draws (1-D)."""

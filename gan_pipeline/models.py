@@ -120,18 +120,16 @@ class Family:
     noise: str = "normal"  # the distribution of z: "normal" N(0, 1) or "uniform" U(0, 1)
 
 
+_MLP = {"latent_dim": 100, "g_widths": [256, 512, 1024], "d_widths": [1024, 512, 256],
+        "dropout": 0.3, "leaky_slope": 0.2, "init_std": 0.02, "batch_norm": False,
+        "bn_momentum": 0.8}
+
 FAMILIES: dict[str, Family] = {
     "gaussian_1d": Family(build_gaussian_1d, {"g_hidden": 50, "d_hidden": 50}, noise="uniform"),
-    "mlp": Family(build_mlp, {
-        "latent_dim": 100, "g_widths": [256, 512, 1024], "d_widths": [1024, 512, 256],
-        "dropout": 0.3, "leaky_slope": 0.2, "init_std": 0.02, "batch_norm": False,
-        "bn_momentum": 0.8}),
+    "mlp": Family(build_mlp, _MLP),
     # The MLP with BatchNorm after each generator layer (as in the Keras-GAN MLP): the seed's
     # tanh output starts grey and its bias moves ~lr per step, so it needs far longer.
-    "mlp_bn": Family(build_mlp, {
-        "latent_dim": 100, "g_widths": [256, 512, 1024], "d_widths": [1024, 512, 256],
-        "dropout": 0.3, "leaky_slope": 0.2, "init_std": 0.02, "batch_norm": True,
-        "bn_momentum": 0.8}),
+    "mlp_bn": Family(build_mlp, {**_MLP, "batch_norm": True}),
     "dcgan": Family(build_dcgan, {
         "latent_dim": 100, "g_base_filters": 128, "g_filters": 64, "d_filters": [64, 128],
         "kernel_size": 5, "dropout": 0.3, "leaky_slope": 0.2, "bn_momentum": 0.8}),

@@ -64,16 +64,19 @@ def run_id_of(model: str) -> str | None:
     return match.group(1) if match else None
 
 
+def noise(shape: tuple[int, ...], kind: str, seed: int) -> np.ndarray:
+    """Seeded float32 noise: ``"uniform"`` U(0, 1) or ``"normal"`` N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        return rng.uniform(0.0, 1.0, size=shape).astype(np.float32)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
 def sample(generator: keras.Model, n: int, seed: int = 0, batch_size: int = 500) -> np.ndarray:
     """``n`` float32 samples; the same ``seed`` gives the same samples."""
     if n < 1:
         raise UserError(f"--n {n} is not valid: expected a positive integer")
-    rng = np.random.default_rng(seed)
-    shape = (n, *generator.input_shape[1:])
-    if models.noise_for(generator) == "uniform":
-        z = rng.uniform(0.0, 1.0, size=shape).astype(np.float32)
-    else:
-        z = rng.standard_normal(shape).astype(np.float32)
+    z = noise((n, *generator.input_shape[1:]), models.noise_for(generator), seed)
     out = [keras.ops.convert_to_numpy(generator(z[i:i + batch_size], training=False))
            for i in range(0, n, batch_size)]
     return np.concatenate(out).astype(np.float32)

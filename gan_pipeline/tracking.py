@@ -21,6 +21,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
 from gan_pipeline import visualize
+from gan_pipeline.errors import UserError
 
 GENERATOR_FILE = "generator.keras"  # the .keras artifact of every run
 MODEL_NAME = "generator"  # the MLflow model (keras flavour) of every run
@@ -50,8 +51,11 @@ class MlflowLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, fixed_noise: np.ndarray, real_preview: np.ndarray | None, title: str = "",
-                 evaluate=None, every: int = 0, control=None):
+                 evaluate=None, every: int = 0, control=None, stop_on_collapse: bool = False):
         super().__init__()
+        self.stop_on_collapse = stop_on_collapse
+        self.pending_stop = ""
+        self.logged_up_to = 0
         self.control = control  # a RunControl: nothing is logged for an epoch that was cut short
         self.fixed_noise = fixed_noise
         self.real_preview = real_preview
@@ -68,7 +72,9 @@ class MlflowLogger(keras.callbacks.Callback):
         self._epoch_start = time.perf_counter()
 
     def restore(self, run_id: str, train_seconds: float) -> None:
-        """Continue a resumed run: its earlier per-epoch metrics feed the end-of-run figures."""
+        """Continue a resumed run: its earlier per-epoch metrics feed the end-of-run figures,
+        and steps it already logged (killed after logging, before its checkpoint) are not
+        logged twice: the redone epoch computes the same values."""
         self.train_seconds = train_seconds
         client = mlflow.MlflowClient()
         for key in client.get_run(run_id).data.metrics:
@@ -76,15 +82,19 @@ class MlflowLogger(keras.callbacks.Callback):
             self.history[key] = [m.value for m in history]
             if key == "eval_seconds":
                 self.eval_steps = [m.step for m in history]
+            if key == "d_loss":
+                self.logged_up_to = max(m.step for m in history)
 
     def _stopped(self) -> bool:
         return self.control is not None and self.control.reason is not None
 
     def on_epoch_end(self, epoch, logs=None):
         self.train_seconds += time.perf_counter() - self._epoch_start
-        if self._stopped():
-            return
         step = epoch + 1  # MLflow step = number of epochs done
+        if self.control is not None and not self.control.epoch_complete(epoch):
+            return  # cut short (interrupted or diverged): nothing is logged for it
+        if step <= self.logged_up_to:
+            return  # logged before a kill that beat its checkpoint; the redo gives the same
         metrics = {k: float(v) for k, v in (logs or {}).items()}
         metrics["train_seconds"] = self.train_seconds
         samples = self.model.sampler(self.fixed_noise, training=False)
@@ -109,12 +119,22 @@ class MlflowLogger(keras.callbacks.Callback):
             metrics["eval_seconds"] = time.perf_counter() - started
             self.last_eval = figures
             self.eval_steps.append(step)
+            collapse = self.evaluate.collapse(figures)
+            metrics["collapse_warning"] = float(collapse is not None)
+            if collapse:
+                print(f"\nwarning: epoch {step}: {collapse}", flush=True)
+                mlflow.set_tag("collapse_warning", f"epoch {step}: {collapse}")
+                if self.stop_on_collapse and self.control is not None:
+                    self.pending_stop = f"epoch {step}: {collapse}"
         mlflow.log_metrics(metrics, step=step)
         for key, value in metrics.items():
             self.history.setdefault(key, []).append(value)
+        if self.pending_stop:  # after logging: this epoch is complete and its figures count
+            self.control.reason, self.control.detail = "collapsed", self.pending_stop
+            self.model.stop_training = True
 
     def on_train_end(self, logs=None):
-        if self._stopped():
+        if self.control is not None and self.control.completed != self.params.get("epochs"):
             return
         if self.history:
             fig = visualize.loss_figure(self.history, title=self.title)
@@ -127,6 +147,24 @@ class MlflowLogger(keras.callbacks.Callback):
                                           curves, self.last_eval, title=self.title)
             mlflow.log_figure(fig, "report.png")
             visualize.close(fig)
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast, before any training, when the tracking store cannot be reached or written."""
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
+        except requests.RequestException as exc:
+            raise UserError(f"MLflow tracking server {uri} is unreachable ({type(exc).__name__});"
+                            " start it, fix MLFLOW_TRACKING_URI / tracking.uri, or unset it to "
+                            "log to ./mlflow.db") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise UserError(f"MLflow store {uri}: folder {folder} does not exist or is not "
+                            "writable; fix MLFLOW_TRACKING_URI / tracking.uri") from None
 
 
 def log_generator(generator: keras.Model) -> str:
@@ -193,9 +231,7 @@ def log_classifier(classifier) -> str:
         return found[0].info.run_id
     run = client.create_run(experiment_id, run_name=key, tags={"classifier": key})
     for name, value in classifier.info.items():
-        if isinstance(value, (int, float)) and name != "test_accuracy":
-            client.log_param(run.info.run_id, name, value)
-        elif isinstance(value, str):
+        if isinstance(value, (int, float, str)) and name != "test_accuracy":
             client.log_param(run.info.run_id, name, value)
     client.log_metric(run.info.run_id, "test_accuracy", classifier.info["test_accuracy"])
     client.log_artifact(run.info.run_id, str(classifier.path))

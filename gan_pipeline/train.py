@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import threading
 from dataclasses import dataclass
@@ -9,10 +11,11 @@ from dataclasses import dataclass
 import keras
 import mlflow
 import numpy as np
+import tensorflow as tf
 
 from gan_pipeline import config as config_mod
 from gan_pipeline import data as data_mod
-from gan_pipeline import checkpoints, evaluation, models, tracking
+from gan_pipeline import checkpoints, evaluation, models, sampling, tracking
 from gan_pipeline.errors import UserError
 from gan_pipeline.gan import GAN
 
@@ -44,44 +47,41 @@ def build_gan(cfg: dict, shape: tuple[int, ...]) -> GAN:
     return gan
 
 
-def fixed_noise(gan: GAN, n: int, seed: int) -> np.ndarray:
-    """The noise batch whose samples are pictured every epoch (same seed -> same batch)."""
-    rng = np.random.default_rng(seed)
-    shape = (n, *gan.latent_shape)
-    if gan.noise == "uniform":
-        return rng.uniform(0.0, 1.0, size=shape).astype(np.float32)
-    return rng.standard_normal(shape).astype(np.float32)
-
-
 class RunControl(keras.callbacks.Callback):
     """Stops training cleanly at the next step on SIGINT/SIGTERM, or when a loss is not finite.
 
-    ``reason`` is then ``"interrupted"`` or ``"diverged"`` and ``detail`` says what happened. A
+    ``reason`` is then ``"interrupted"``, ``"diverged"`` (or ``"collapsed"``, set by the logger)
+    and ``detail`` says what happened; ``completed`` counts the epochs whose every step ran. A
     second Ctrl-C stops at once (KeyboardInterrupt).
     """
 
-    def __init__(self):
+    def __init__(self, completed: int = 0):
         super().__init__()
         self.reason: str | None = None
         self.detail = ""
         self.epoch = 0
-        self._handlers = {}
+        self.completed = completed
 
-    def on_train_begin(self, logs=None):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._handlers[sig] = signal.signal(sig, self._on_signal)
-
-    def on_train_end(self, logs=None):
-        for sig, handler in self._handlers.items():
-            signal.signal(sig, handler)
-        self._handlers = {}
+    @contextlib.contextmanager
+    def signals(self):
+        """Route SIGINT/SIGTERM to a clean stop while the block runs (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
     def _on_signal(self, signum, frame):
         if self.reason == "interrupted":
             raise KeyboardInterrupt
-        self.reason, self.detail = "interrupted", signal.Signals(signum).name
-        self.model.stop_training = True
+        if self.reason is None:
+            self.reason, self.detail = "interrupted", signal.Signals(signum).name
+        if self.model is not None:
+            self.model.stop_training = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -94,29 +94,54 @@ class RunControl(keras.callbacks.Callback):
                 self.detail = f"{key} became {value} at epoch {self.epoch + 1}, step {batch + 1}"
                 self.model.stop_training = True
                 return
+        if batch + 1 == self.params.get("steps"):
+            self.completed = self.epoch + 1
+
+    def epoch_complete(self, epoch: int) -> bool:
+        return self.reason != "diverged" and self.completed == epoch + 1
 
 
 class Checkpointer(keras.callbacks.Callback):
     """Writes a checkpoint after every completed epoch, and where an interruption stopped."""
 
-    def __init__(self, directory, control: RunControl, logger, base_state: dict):
+    def __init__(self, directory, control: RunControl, logger, base_state: dict,
+                 every_steps: int = 0):
         super().__init__()
         self.directory, self.control, self.logger = directory, control, logger
         self.base_state = base_state
+        self.every_steps = every_steps
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Mid-epoch checkpoints keep the optimizer steps done so far; resuming from one redoes
+        # the epoch's data from its start (only epoch-end checkpoints continue bit-exactly).
+        last = batch + 1 == self.params.get("steps")
+        if self.every_steps and (batch + 1) % self.every_steps == 0 and not last \
+                and self.control.reason is None:
+            checkpoints.save(self.directory, self.model,
+                             {**self.base_state, "epoch": self.epoch, "step": batch + 1,
+                              "train_seconds": self.logger.train_seconds})
 
     def on_epoch_end(self, epoch, logs=None):
         if self.control.reason == "diverged":
             return  # the last good checkpoint stays
-        # An interrupted epoch is saved as not done: resuming redoes it from its first batch,
-        # starting from the weights it had reached, so no metric step is lost or duplicated.
-        done = epoch if self.control.reason == "interrupted" else epoch + 1
+        if not all(np.isfinite(w.numpy()).all() for w in self.model.trainable_weights):
+            self.control.reason = "diverged"
+            self.control.detail = f"weights became non-finite in epoch {epoch + 1}"
+            self.model.stop_training = True
+            return
+        # An epoch cut short is saved as not done: resuming redoes it from its first batch,
+        # starting from the weights it had reached.
         checkpoints.save(self.directory, self.model,
-                         {**self.base_state, "epoch": done, "train_seconds":
-                          self.logger.train_seconds})
+                         {**self.base_state, "epoch": self.control.completed,
+                          "train_seconds": self.logger.train_seconds})
 
 
-RESUMABLE = ("epochs", "train.d_learning_rate", "train.g_learning_rate", "train.steps_per_epoch",
-             "eval.", "tracking.")
+RESUMABLE = ("epochs", "train.d_learning_rate", "train.g_learning_rate", "eval.",
+             "tracking.log_model", "tracking.grid_size", "tracking.checkpoint_every_steps")
 
 
 def _check_resumable(saved: dict, cfg: dict, directory) -> None:
@@ -126,8 +151,9 @@ def _check_resumable(saved: dict, cfg: dict, directory) -> None:
     if changed:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
         raise UserError(f"cannot resume the checkpoint in {directory}: its settings differ in "
-                        f"{detail}. Only epochs, learning rates, eval.* and tracking.* may change "
-                        "on resume; start a new run without --resume instead")
+                        f"{detail}. Only epochs, the learning rates, eval.* and tracking.log_model,"
+                        " grid_size and checkpoint_every_steps may change on resume; start a new "
+                        "run without --resume instead")
 
 
 def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
@@ -158,33 +184,54 @@ def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
               "will be replaced (use --resume to continue that run instead)", flush=True)
         state = None
 
+    tracking.check_reachable(tracking.tracking_uri(cfg["tracking"]["uri"]))
     keras.utils.set_random_seed(cfg["seed"])
+    if cfg["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
     data = data_mod.from_config(cfg)
     gan = build_gan(cfg, data.shape)
     if state:
         checkpoints.restore(directory, gan, state)
+        # The checkpoint brings the optimizers' old learning rates; the config's win (lowering
+        # them is the advice after a divergence).
+        gan.d_optimizer.learning_rate.assign(cfg["train"]["d_learning_rate"])
+        gan.g_optimizer.learning_rate.assign(cfg["train"]["g_learning_rate"])
     start_epoch = state["epoch"] if state else 0
     batch_size = cfg["batch_size"]
     steps = cfg["train"]["steps_per_epoch"] or data.num_examples // batch_size
-    noise = fixed_noise(gan, cfg["tracking"]["grid_size"], cfg["seed"])
+    # the batch pictured every epoch: the same seed gives the same batch
+    noise = sampling.noise((cfg["tracking"]["grid_size"], *gan.latent_shape), gan.noise,
+                           cfg["seed"])
     real_preview = data_mod.real_samples(cfg, cfg["tracking"]["grid_size"], cfg["seed"])
     evaluate = evaluation.GeneratorEvaluator(cfg) if cfg["eval"]["every_epochs"] else None
 
     tracking.configure(cfg["tracking"]["uri"])
+    if state:
+        try:
+            mlflow.MlflowClient().get_run(state["run_id"])
+        except mlflow.exceptions.MlflowException:
+            raise UserError(f"the checkpoint in {directory} belongs to MLflow run "
+                            f"{state['run_id']}, which is not in {mlflow.get_tracking_uri()}; "
+                            "point MLFLOW_TRACKING_URI at the store it was logged to") from None
     classifier_run = (tracking.log_classifier(evaluate.images.classifier)
                       if evaluate is not None and evaluate.images is not None else None)
     mlflow.set_experiment(cfg["tracking"]["experiment"] or cfg["name"])
     run_args = ({"run_id": state["run_id"]} if state
                 else {"run_name": cfg["tracking"]["run_name"] or None})
-    control = RunControl()
-    with mlflow.start_run(**run_args) as run:
+    control = RunControl(completed=start_epoch)
+    with mlflow.start_run(**run_args) as run, control.signals():
         print(f"MLflow run {run.info.run_id} (experiment "
               f"{cfg['tracking']['experiment'] or cfg['name']!r}, {mlflow.get_tracking_uri()})"
               + (f", resumed after epoch {start_epoch}" if state else ""), flush=True)
         logger = tracking.MlflowLogger(noise, real_preview, title=cfg["name"], evaluate=evaluate,
-                                       every=cfg["eval"]["every_epochs"], control=control)
+                                       every=cfg["eval"]["every_epochs"], control=control,
+                                       stop_on_collapse=cfg["eval"]["stop_on_collapse"])
         if state:
             logger.restore(run.info.run_id, state["train_seconds"])
+            changed = {k: v for k, v in config_mod.flatten(cfg).items()
+                       if config_mod.flatten(state["config"]).get(k) != v}
+            if changed:  # params are write-once in MLflow; record what a resume changed
+                mlflow.set_tag(f"resumed_at_epoch_{start_epoch}", json.dumps(changed))
         else:
             params = config_mod.flatten(cfg)
             params.update({
@@ -201,13 +248,15 @@ def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
             if classifier_run:
                 mlflow.set_tag("evaluation_classifier_run", classifier_run)
         checkpointer = Checkpointer(directory, control, logger,
-                                    {"run_id": run.info.run_id, "config": cfg})
+                                    {"run_id": run.info.run_id, "config": cfg},
+                                    every_steps=cfg["tracking"]["checkpoint_every_steps"])
         # The data stream continues where the checkpoint left it: same seed, same order.
         stream = data.dataset.repeat().skip(start_epoch * steps)
         gan.fit(stream, initial_epoch=start_epoch, epochs=cfg["epochs"], steps_per_epoch=steps,
                 callbacks=[control, logger, checkpointer], verbose=verbose, shuffle=False)
-        if control.reason:
-            return _stopped(control, run, directory, gan, resume_command)
+        finished = control.completed == cfg["epochs"] and control.reason in (None, "interrupted")
+        if not finished:  # a signal after the last step only delays the end-of-run logging
+            return _stopped(control, run, directory, resume_command)
         model_uri = tracking.log_generator(gan.sampler) if cfg["tracking"]["log_model"] else None
         print(f"Finished MLflow run {run.info.run_id}. To review it, {tracking.run_link(run)}",
               flush=True)
@@ -217,14 +266,14 @@ def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
 
 
 class TrainingStopped(Exception):
-    """Training ended early: ``reason`` is "interrupted" or "diverged"."""
+    """Training ended early: ``reason`` is "interrupted", "diverged" or "collapsed"."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
 
 
-def _stopped(control: RunControl, run, directory, gan, resume_command: str):
+def _stopped(control: RunControl, run, directory, resume_command: str):
     resume = resume_command or "gan-pipeline train --config <pipeline file> --resume"
     if control.reason == "interrupted":
         mlflow.end_run(status="KILLED")
@@ -234,10 +283,18 @@ def _stopped(control: RunControl, run, directory, gan, resume_command: str):
             f"({state['epoch']} epochs done), MLflow run {run.info.run_id} marked KILLED. "
             f"Resume with: {resume}"))
     state = checkpoints.read_state(directory)
+    if state is not None and state["run_id"] != run.info.run_id:
+        state = None
+    if control.reason == "collapsed":
+        mlflow.set_tag("failure", f"mode collapse: {control.detail}")
+        mlflow.end_run(status="FAILED")
+        raise TrainingStopped("collapsed", (
+            f"stopped on mode collapse ({control.detail}; eval.stop_on_collapse is set). MLflow "
+            f"run {run.info.run_id} marked FAILED; checkpoint kept ({state['epoch']} epochs). "
+            "Try another loss, learning rates or model, or resume with: " + resume))
     mlflow.set_tag("failure", f"diverged: {control.detail}")
     mlflow.end_run(status="FAILED")
-    if state and state["run_id"] == run.info.run_id:
-        checkpoints.restore(directory, gan, state)
+    if state:
         kept = (f"the last good checkpoint ({state['epoch']} epochs) is kept; lower the "
                 f"learning rates and resume: {resume} --set train.d_learning_rate=... "
                 "--set train.g_learning_rate=...")

@@ -211,6 +211,9 @@ class BadInputTest(tf.test.TestCase):
         self.assertCleanError(["sample", "--model", "my-generator", "--out", "x.npy"],
                               "--model 'my-generator' is not valid")
 
+    def test_evaluate_errors(self):
+        self.assertCleanError(["evaluate", "--model", "nope.keras", "--n", "5"], "--n 5 is too small")
+
     def test_console_script_exit_status(self):
         script = Path(sys.executable).parent / "gan-pipeline"
         result = subprocess.run([str(script), "train", "--config", "pipelines/mnist_dcgan.toml",

@@ -150,3 +150,97 @@ class DivergenceTest(tf.test.TestCase):
                                          .experiment_id])
             self.assertEqual(run.info.status, "FAILED")
             self.assertEqual(metric_steps(work.uri, run.info.run_id), [], "no NaN epoch logged")
+
+
+class MoreFaultsTest(tf.test.TestCase):
+    def test_deterministic_runs_give_bit_identical_losses(self):
+        with TempWorkdir() as work:
+            runs = [train(tiny_1d("epochs=2", "deterministic=true", f"name=det{i}"), verbose=0)
+                    for i in range(2)]
+            client = mlflow.MlflowClient(work.uri)
+            for key in ("d_loss", "g_loss", "gen_mean"):
+                a, b = ([m.value for m in client.get_metric_history(r.run_id, key)] for r in runs)
+                self.assertEqual(a, b, key)
+            for x, y in zip(runs[0].gan.variables, runs[1].gan.variables):
+                self.assertAllEqual(x, y)
+
+    def test_collapse_is_flagged_and_can_stop_the_run(self):
+        with TempWorkdir() as work:
+            # learning rates this small leave G at its initial, nearly constant output
+            cfg = tiny_1d("epochs=3", "eval.stop_on_collapse=true",
+                          "train.d_learning_rate=1e-9", "train.g_learning_rate=1e-9")
+            with self.assertRaisesRegex(Exception, "stopped on mode collapse .*epoch 1"):
+                train(cfg, verbose=0)
+            client = mlflow.MlflowClient(work.uri)
+            (run,) = client.search_runs([client.get_experiment_by_name("gaussian_1d")
+                                         .experiment_id])
+            self.assertEqual(run.info.status, "FAILED")
+            self.assertEqual(run.data.metrics["collapse_warning"], 1.0)
+            self.assertIn("collapsed toward a point", run.data.tags["collapse_warning"])
+            self.assertEqual(metric_steps(work.uri, run.info.run_id), [1])
+            state = checkpoints.read_state(work.path / "checkpoints" / "gaussian_1d")
+            self.assertEqual(state["epoch"], 1, "the completed epoch is checkpointed")
+
+    def test_unreachable_tracking_server_fails_before_training(self):
+        with TempWorkdir() as work:
+            env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+            started = time.time()
+            result = subprocess.run([SCRIPT, "train", "--config",
+                                     str(REPO / "pipelines/gaussian_1d.toml")],
+                                    cwd=work.path, env=env, capture_output=True, text=True,
+                                    timeout=300)
+            self.assertEqual(result.returncode, 2, result.stderr[-2000:])
+            self.assertIn("MLflow tracking server http://127.0.0.1:9 is unreachable",
+                          result.stderr.strip().splitlines()[-1])
+            self.assertLess(time.time() - started, 120)
+            self.assertFalse((work.path / "checkpoints").exists())
+
+    def test_full_disk_while_checkpointing_is_a_clear_error(self):
+        from unittest import mock
+
+        # as the OS reports it, and as TensorFlow's writer does (seen on a full tmpfs)
+        failures = [OSError(28, "No space left on device"),
+                    tf.errors.ResourceExhaustedError(None, None, "No space left on device")]
+        for failure in failures:
+            def no_space(*args, **kwargs):
+                raise failure
+
+            with TempWorkdir():
+                with mock.patch.object(tf.train.CheckpointManager, "save", no_space):
+                    with self.assertRaisesRegex(UserError, "No space left on device.*previous "
+                                                           "checkpoint is intact"):
+                        train(tiny_1d("epochs=1"), verbose=0)
+
+    def test_checkpoints_every_n_steps_inside_an_epoch(self):
+        from unittest import mock
+
+        with TempWorkdir():
+            with mock.patch.object(checkpoints, "save", wraps=checkpoints.save) as save:
+                train(tiny_1d("epochs=1", "train.steps_per_epoch=8",
+                              "tracking.checkpoint_every_steps=3"), verbose=0)
+            saved = [(c.args[2]["epoch"], c.args[2].get("step")) for c in save.call_args_list]
+            self.assertEqual(saved, [(0, 3), (0, 6), (1, None)])
+
+
+class ResumeDetailsTest(tf.test.TestCase):
+    def test_new_learning_rates_take_effect_and_are_recorded(self):
+        with TempWorkdir() as work:
+            first = train(tiny_1d("epochs=1"), verbose=0)
+            second = train(tiny_1d("epochs=2", "train.g_learning_rate=1e-5"), verbose=0,
+                           resume=True)
+            self.assertAllClose(float(second.gan.g_optimizer.learning_rate), 1e-5)
+            tags = mlflow.MlflowClient(work.uri).get_run(first.run_id).data.tags
+            self.assertIn("train.g_learning_rate", tags["resumed_at_epoch_1"])
+
+    def test_an_epoch_logged_before_a_kill_is_not_logged_twice(self):
+        with TempWorkdir() as work:
+            run_id = train(tiny_1d("epochs=2"), verbose=0).run_id
+            # As if killed after logging epoch 2 but before its checkpoint: point the state back
+            # at the epoch-1 checkpoint (the previous one is kept).
+            folder = work.path / "checkpoints" / "gaussian_1d"
+            state = checkpoints.read_state(folder)
+            older = sorted(p.stem for p in folder.glob("ckpt-*.index"))[0]
+            state.update(epoch=1, checkpoint=older)
+            (folder / "state.json").write_text(__import__("json").dumps(state))
+            train(tiny_1d("epochs=3"), verbose=0, resume=True)
+            self.assertEqual(metric_steps(work.uri, run_id), [1, 2, 3])
