@@ -3,6 +3,7 @@
 #   make pipeline PIPELINE=pipelines/mnist_mlp.toml ARGS="--set epochs=2"
 #   make test                                       the unit tests
 #   make faults                                     fault scenarios against the real CLI
+#   make bench                                      training-step benchmark vs the tutorial loops
 #   make ui                                         MLflow UI on http://127.0.0.1:5000
 
 PYTHON   ?= $(shell command -v python3.11 || command -v python3)
@@ -22,7 +23,7 @@ export TFDS_DATA_DIR := $(SHARED_TFDS)
 endif
 endif
 
-.PHONY: install pipeline train test test-fast faults ui clean
+.PHONY: install pipeline train test test-fast faults bench ui clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +43,9 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests $(ARGS)
+
+bench: install
+	$(BIN)/python bench/bench.py $(ARGS)
 
 faults: install
 	$(BIN)/python scripts/faults.py

@@ -1,0 +1,211 @@
+"""Training-step benchmark (`make bench`): ours against the loops GAN tutorials teach.
+
+On the same data, architecture, batch size and machine it times, after warm-up, the median of
+several repeats of:
+  (a) the tutorial loop: `generator.predict`, `discriminator.train_on_batch` on real and on fake,
+      then `gan.train_on_batch` on a stacked model whose discriminator is frozen;
+  (b) a keras.io-style subclassed `train_step`: two tapes, fresh noise, default compile settings;
+  (c) `gan_pipeline.gan.GAN.train_step` built from the pipeline file, as `make pipeline` trains it.
+It also times the input pipeline alone and the share of a training step spent waiting for input,
+and measures the peak resident memory of a real MNIST DCGAN training run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from gan_pipeline import config, data, models  # noqa: E402
+from gan_pipeline.train import build_gan  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINES = {"dcgan": "mnist_dcgan.toml", "mlp": "mnist_mlp.toml", "gaussian_1d": "gaussian_1d.toml"}
+
+
+def load_cfg(name: str, batch_size: int) -> dict:
+    return config.load(REPO / "pipelines" / PIPELINES[name],
+                       [f"batch_size={batch_size}", "eval.every_epochs=0"])
+
+
+def timed(fn, steps: int, repeats: int) -> float:
+    """Median seconds per step of ``fn(steps)`` over ``repeats`` runs (after one warm-up)."""
+    fn(max(3, steps // 5))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(steps)
+        times.append((time.perf_counter() - start) / steps)
+    return statistics.median(times)
+
+
+def tutorial_loop(cfg: dict, real: np.ndarray):
+    """(a) The classic tutorial: predict + train_on_batch, frozen D in a stacked model."""
+    model_cfg = dict(cfg["model"])
+    g, d = models.build(model_cfg.pop("name"), real.shape[1:], **model_cfg)
+    t = cfg["train"]
+    d.compile(optimizer=keras.optimizers.Adam(t["d_learning_rate"], beta_1=t["beta_1"]),
+              loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    d.trainable = False
+    z = keras.Input(g.input_shape[1:])
+    stacked = keras.Model(z, d(g(z)))
+    stacked.compile(optimizer=keras.optimizers.Adam(t["g_learning_rate"], beta_1=t["beta_1"]),
+                    loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    batch = cfg["batch_size"]
+    latent = g.input_shape[1:]
+    rng = np.random.default_rng(0)
+    ones = np.full((batch, 1), t["label_smoothing"], np.float32)
+    zeros = np.zeros((batch, 1), np.float32)
+
+    def run(steps):
+        for _ in range(steps):
+            x = real[rng.integers(0, len(real), batch)]
+            noise = rng.standard_normal((batch, *latent)).astype(np.float32)
+            fake = g.predict(noise, verbose=0)
+            d.trainable = True
+            d.train_on_batch(x, ones)
+            d.train_on_batch(fake, zeros)
+            d.trainable = False
+            stacked.train_on_batch(rng.standard_normal((batch, *latent)).astype(np.float32),
+                                   np.ones((batch, 1), np.float32))
+    return run
+
+
+class KerasIoGAN(keras.Model):
+    """(b) The keras.io DCGAN example's model: one D pass on real+fake, labels with noise."""
+
+    def __init__(self, discriminator, generator, latent_shape):
+        super().__init__()
+        self.discriminator, self.generator = discriminator, generator
+        self.latent_shape = latent_shape
+        self.seed_generator = keras.random.SeedGenerator(1337)
+
+    def compile(self, d_optimizer, g_optimizer, loss_fn):
+        super().compile()
+        self.d_optimizer, self.g_optimizer, self.loss_fn = d_optimizer, g_optimizer, loss_fn
+
+    def train_step(self, real_images):
+        batch_size = tf.shape(real_images)[0]
+        z = keras.random.normal((batch_size, *self.latent_shape), seed=self.seed_generator)
+        generated = self.generator(z)
+        combined = tf.concat([generated, real_images], axis=0)
+        labels = tf.concat([tf.ones((batch_size, 1)), tf.zeros((batch_size, 1))], axis=0)
+        labels += 0.05 * tf.random.uniform(tf.shape(labels))
+        with tf.GradientTape() as tape:
+            d_loss = self.loss_fn(labels, self.discriminator(combined))
+        grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+        z = keras.random.normal((batch_size, *self.latent_shape), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            g_loss = self.loss_fn(tf.zeros((batch_size, 1)), self.discriminator(self.generator(z)))
+        grads = tape.gradient(g_loss, self.generator.trainable_weights)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+
+def fit_runner(model, dataset):
+    def run(steps):
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+    return run
+
+
+def keras_io(cfg: dict, dataset):
+    model_cfg = dict(cfg["model"])
+    g, d = models.build(model_cfg.pop("name"), dataset.element_spec.shape[1:], **model_cfg)
+    model = KerasIoGAN(d, g, g.input_shape[1:])
+    t = cfg["train"]
+    model.compile(keras.optimizers.Adam(t["d_learning_rate"], beta_1=t["beta_1"]),
+                  keras.optimizers.Adam(t["g_learning_rate"], beta_1=t["beta_1"]),
+                  keras.losses.BinaryCrossentropy(from_logits=True))
+    return fit_runner(model, dataset)
+
+
+def ours(cfg: dict, dataset):
+    return fit_runner(build_gan(cfg, tuple(dataset.element_spec.shape[1:])), dataset)
+
+
+def input_only(dataset):
+    iterator = iter(dataset)
+
+    def run(steps):
+        for _ in range(steps):
+            next(iterator)
+    return run
+
+
+def peak_rss_of_training() -> float:
+    """Peak RSS (GB) of a real MNIST DCGAN `train` in a subprocess (100 steps, no eval)."""
+    cli = str(Path(sys.executable).parent / "gan-pipeline")
+    with __import__("tempfile").TemporaryDirectory() as tmp:
+        subprocess.run([cli, "train", "--config", str(REPO / "pipelines/mnist_dcgan.toml"),
+                        "--set", "epochs=1", "--set", "train.steps_per_epoch=100",
+                        "--set", "eval.every_epochs=0", "--set", "tracking.log_model=false"],
+                       cwd=tmp, capture_output=True, check=True)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="dcgan,mlp,gaussian_1d")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=30, help="steps per timed repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-memory", action="store_true")
+    args = parser.parse_args()
+
+    cpu = platform.processor() or platform.machine()
+    print(f"machine: {os.cpu_count()} CPU cores ({cpu}), GPUs: "
+          f"{len(tf.config.list_physical_devices('GPU'))}; TF {tf.__version__}, "
+          f"Keras {keras.__version__}; batch {args.batch_size}; median of {args.repeats} x "
+          f"{args.steps} steps after warm-up", flush=True)
+    rows = []
+    for name in args.models.split(","):
+        cfg = load_cfg(name, args.batch_size)
+        keras.utils.set_random_seed(0)
+        train_data = data.from_config(cfg)
+        stream = train_data.dataset.repeat()
+        real = np.concatenate([b.numpy() for b in train_data.dataset.take(40)])
+        per_step = {
+            "a": timed(tutorial_loop(cfg, real), args.steps, args.repeats),
+            "b": timed(keras_io(cfg, stream), args.steps, args.repeats),
+            "c": timed(ours(cfg, stream), args.steps, args.repeats),
+            "input": timed(input_only(stream), args.steps * 4, args.repeats),
+        }
+        # The same step fed from one cached batch: what the step costs without any input work.
+        fixed = tf.data.Dataset.from_tensors(next(iter(train_data.dataset))).repeat()
+        per_step["c_no_input"] = timed(ours(cfg, fixed), args.steps, args.repeats)
+        rate = {k: args.batch_size / v for k, v in per_step.items()}
+        wait = max(0.0, 1 - per_step["c_no_input"] / per_step["c"])
+        rows.append((name, rate, wait))
+        print(f"{name}: a {rate['a']:.0f}, b {rate['b']:.0f}, c {rate['c']:.0f} samples/s; "
+              f"c/a {rate['c'] / rate['a']:.2f}, c/b {rate['c'] / rate['b']:.2f}; input "
+              f"{rate['input']:.0f} samples/s; waiting for input {wait:.1%}", flush=True)
+
+    print()
+    print("| model | (a) tutorial loop | (b) keras.io train_step | (c) gan-pipeline | c/a | c/b "
+          "| input pipeline alone | step share waiting for input |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, rate, wait in rows:
+        print(f"| {name} | {rate['a']:.0f}/s | {rate['b']:.0f}/s | {rate['c']:.0f}/s | "
+              f"{rate['c'] / rate['a']:.2f} | {rate['c'] / rate['b']:.2f} | "
+              f"{rate['input']:.0f}/s | {wait:.1%} |")
+    if not args.no_memory:
+        print(f"\npeak resident memory of an MNIST DCGAN training run: "
+              f"{peak_rss_of_training():.2f} GB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
