@@ -230,9 +230,7 @@ class RealMnistSmokeTest(tf.test.TestCase):
     """The real pipeline file on the real, offline MNIST for a few steps."""
 
     def test_dcgan_pipeline_on_real_mnist(self):
-        data_dir = real_tfds_dir()
-        if data_dir is None:
-            self.skipTest("no prepared MNIST in TFDS_DATA_DIR or ../shared/data/tfds")
+        data_dir = real_tfds_dir(self)
         with TempWorkdir() as work:
             code, out, err = run_cli("train", "--config", REPO / "pipelines/mnist_dcgan.toml",
                                      "--set", "epochs=1", "--set", "train.steps_per_epoch=5",

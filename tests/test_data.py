@@ -129,9 +129,7 @@ class GaussianDatasetTest(tf.test.TestCase):
 @pytest.mark.slow
 class RealMnistDataTest(tf.test.TestCase):
     def test_real_mnist_offline_is_normalised(self):
-        data_dir = real_tfds_dir()
-        if data_dir is None:
-            self.skipTest("no prepared MNIST in TFDS_DATA_DIR or ../shared/data/tfds")
+        data_dir = real_tfds_dir(self)
         train = data.image_dataset("mnist", 256, data_dir=data_dir, download=False)
         self.assertEqual(train.num_examples, 60_000)
         batch = first_batch(train)

@@ -110,8 +110,6 @@ class EvaluateCommandTest(tf.test.TestCase):
 @pytest.mark.slow
 class RealMnistClassifierTest(tf.test.TestCase):
     def test_classifier_reaches_99_percent_on_mnist_test(self):
-        data_dir = real_tfds_dir()
-        if data_dir is None:
-            self.skipTest("no prepared MNIST in TFDS_DATA_DIR or ../shared/data/tfds")
+        data_dir = real_tfds_dir(self)
         classifier = evaluation.feature_classifier("mnist", data_dir, download=False)
         self.assertGreaterEqual(classifier.info["test_accuracy"], 0.99)
