@@ -159,6 +159,14 @@ def real_samples(cfg: dict, n: int, seed: int = 0) -> np.ndarray:
         rng = np.random.default_rng(seed + 1)
         return rng.normal(d["mean"], d["std"], size=(n, d["n_points"])).astype(np.float32)
     builder = image_builder(d["dataset"], d["data_dir"] or None, d["download"])
-    ds = builder.as_dataset(split=d["split"], shuffle_files=False).take(n)
-    return np.stack([normalize(ex["image"]).numpy() for ex in ds])
+    return split_images(builder, d["split"], take=n)
+
+
+def split_images(builder, split: str, take: int | None = None) -> np.ndarray:
+    """The first ``take`` (or all) images of a split, normalised, as one float32 array."""
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    if take is not None:
+        ds = ds.take(take)
+    ds = ds.map(lambda ex: normalize(ex["image"]), num_parallel_calls=tf.data.AUTOTUNE)
+    return np.concatenate([b.numpy() for b in ds.batch(2000)])
 

@@ -61,9 +61,7 @@ def _labelled(builder, split: str, batch_size: int, shuffle: bool) -> tf.data.Da
 
 def _images(builder, split: str, n: int | None = None, seed: int = 0) -> np.ndarray:
     """All (or a seeded random ``n``) normalised images of a split, as one array."""
-    ds = builder.as_dataset(split=split, shuffle_files=False).map(
-        lambda ex: data_mod.normalize(ex["image"]), num_parallel_calls=tf.data.AUTOTUNE)
-    images = np.concatenate([b.numpy() for b in ds.batch(2000)])
+    images = data_mod.split_images(builder, split)
     if n is not None and n < len(images):
         images = images[np.random.default_rng(seed).choice(len(images), n, replace=False)]
     return images

@@ -27,10 +27,14 @@ GENERATOR_FILE = "generator.keras"  # the .keras artifact of every run
 MODEL_NAME = "generator"  # the MLflow model (keras flavour) of every run
 
 
+def default_uri() -> str:
+    """``sqlite:///<cwd>/mlflow.db``: where plain ``mlflow ui`` started here looks."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
 def tracking_uri(configured: str = "") -> str:
-    """``tracking.uri`` if set, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
-    return (configured or os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    """``tracking.uri`` if set, else ``$MLFLOW_TRACKING_URI``, else ``default_uri()``."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
 def configure(configured: str = "") -> str:
@@ -199,7 +203,7 @@ def run_link(run) -> str:
     path = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{path}"
-    if uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}":
+    if uri == default_uri():
         return f"run `mlflow ui` (or `make ui`) here, then open http://127.0.0.1:5000/{path}"
     return (f"run `mlflow ui --backend-store-uri {uri}`, then open "
             f"http://127.0.0.1:5000/{path}")

@@ -144,16 +144,18 @@ RESUMABLE = ("epochs", "train.d_learning_rate", "train.g_learning_rate", "eval."
              "tracking.log_model", "tracking.grid_size", "tracking.checkpoint_every_steps")
 
 
-def _check_resumable(saved: dict, cfg: dict, directory) -> None:
+def _check_resumable(saved: dict, cfg: dict, directory) -> dict:
+    """The settings a resume changes, ``{key: new value}``; an error if any may not change."""
     old, new = config_mod.flatten(saved), config_mod.flatten(cfg)
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
-                     and not k.startswith(RESUMABLE))
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    changed = [k for k in differ if not k.startswith(RESUMABLE)]
     if changed:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
         raise UserError(f"cannot resume the checkpoint in {directory}: its settings differ in "
                         f"{detail}. Only epochs, the learning rates, eval.* and tracking.log_model,"
                         " grid_size and checkpoint_every_steps may change on resume; start a new "
                         "run without --resume instead")
+    return {k: new.get(k) for k in differ}
 
 
 def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
@@ -175,7 +177,7 @@ def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
         if state is None:
             raise UserError(f"nothing to resume: no checkpoint in {directory}; run without "
                             "--resume to start")
-        _check_resumable(state["config"], cfg, directory)
+        resume_changes = _check_resumable(state["config"], cfg, directory)
         if state["epoch"] >= cfg["epochs"]:
             raise UserError(f"the run in {directory} already trained {state['epoch']} epochs; "
                             f"to continue it, raise epochs (--set epochs={state['epoch'] + 5})")
@@ -228,10 +230,8 @@ def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
                                        stop_on_collapse=cfg["eval"]["stop_on_collapse"])
         if state:
             logger.restore(run.info.run_id, state["train_seconds"])
-            changed = {k: v for k, v in config_mod.flatten(cfg).items()
-                       if config_mod.flatten(state["config"]).get(k) != v}
-            if changed:  # params are write-once in MLflow; record what a resume changed
-                mlflow.set_tag(f"resumed_at_epoch_{start_epoch}", json.dumps(changed))
+            if resume_changes:  # params are write-once in MLflow; record what a resume changed
+                mlflow.set_tag(f"resumed_at_epoch_{start_epoch}", json.dumps(resume_changes))
         else:
             params = config_mod.flatten(cfg)
             params.update({
