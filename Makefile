@@ -1,6 +1,8 @@
 # One command to install (on first use), one to run, one to test.
-#   make pipeline                                   train the default pipeline (MNIST DCGAN)
-#   make pipeline PIPELINE=pipelines/mnist_mlp.toml ARGS="--set epochs=2"
+#   make pipeline                                   run the default pipeline (MNIST DCGAN):
+#                                                   prepare, tune, train, evaluate, register
+#   make pipeline PIPELINE=pipelines/gaussian_1d.toml ARGS="--set profile=quick"
+#   make train                                      the train stage alone (no search)
 #   make test                                       the unit tests
 #   make faults                                     fault scenarios against the real CLI
 #   make bench                                      training-step benchmark vs the tutorial loops
@@ -33,7 +35,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
-pipeline: train
+pipeline: install
+	$(BIN)/gan-pipeline run $(PIPELINE) $(ARGS)
 
 train: install
 	$(BIN)/gan-pipeline train --config $(PIPELINE) $(ARGS)

@@ -1,4 +1,4 @@
-"""The ``gan-pipeline`` command: ``train``, ``sample`` and ``evaluate``.
+"""The ``gan-pipeline`` command: ``run``, ``train``, ``sample`` and ``evaluate``.
 
 Mistakes a user can fix (bad config, unknown names, missing data or models) print one
 ``gan-pipeline: error: ...`` line and exit with status 2.
@@ -17,6 +17,8 @@ def _quiet_tensorflow() -> None:
     # TF's C++ start-up banner (CPU features, CUDA probing) buries the progress bar; keep errors.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # MLflow probes git; not an error here
+    # Stages read small artifacts of earlier runs; a progress bar per read is noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow announces its SQLite schema migrations at INFO on every new store; keep warnings.
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -25,6 +27,16 @@ def _quiet_tensorflow() -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gan-pipeline", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a pipeline's stages: prepare, tune, train, evaluate, "
+                                   "register (finished stages with the same inputs are reused)")
+    r.add_argument("pipeline", help="pipeline file, e.g. pipelines/mnist_dcgan.toml")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting (repeatable): profile=quick, epochs=3, ...")
+    r.add_argument("--only", metavar="STAGE", default=None,
+                   help="run just this stage, reusing the finished runs of the stages it reads")
+    r.add_argument("--force", metavar="STAGE", default=None,
+                   help="recompute this stage and every stage after it (no reuse)")
 
     t = sub.add_parser("train", help="train a GAN from a pipeline file into one MLflow run")
     t.add_argument("--config", required=True, help="pipeline file, e.g. pipelines/mnist_dcgan.toml")
@@ -54,6 +66,16 @@ def parser() -> argparse.ArgumentParser:
                    help="override a data setting, e.g. data.dataset=fashion_mnist")
     e.add_argument("--tracking-uri", default="", help="MLflow tracking URI")
     return p
+
+
+def run_pipeline(args) -> None:
+    from gan_pipeline import config
+    from gan_pipeline.pipeline import Pipeline
+
+    cfg = config.load(args.pipeline, args.overrides)
+    sets = "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    Pipeline(cfg, command=f"gan-pipeline run {shlex.quote(args.pipeline)}{sets}").run(
+        only=args.only, force=args.force)
 
 
 def run_train(args) -> None:
@@ -115,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     from gan_pipeline.train import TrainingStopped
 
     try:
-        {"train": run_train, "sample": run_sample, "evaluate": run_evaluate}[args.command](args)
+        {"run": run_pipeline, "train": run_train, "sample": run_sample,
+         "evaluate": run_evaluate}[args.command](args)
     except UserError as exc:
         print(f"gan-pipeline: error: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,16 @@
 """Pipeline configuration: TOML files under ``pipelines/``, validated on load.
 
-A pipeline file has a few top-level keys (``name``, ``seed``, ``epochs``, ``batch_size``) and four
-tables: ``[data]``, ``[model]``, ``[train]`` and ``[tracking]``. Every key has a type and a default
-declared in ``SCHEMA`` below; ``[model]`` takes ``name`` plus the hyperparameters of that model
-family (see ``gan_pipeline.models.FAMILIES``). Unknown keys, wrong types and out-of-range values are
-rejected with a ``UserError`` that names the key and what is allowed.
+A pipeline file has a few top-level keys (``name``, ``seed``, ``epochs``, ``batch_size``,
+``stages``, ``profile``) and tables: ``[data]``, ``[model]``, ``[train]``, ``[eval]``,
+``[tracking]``, ``[tune]`` (with its search space ``[tune.space.*]``) and ``[register]``. Every key
+has a type and a default declared in ``SCHEMA`` below; ``[model]`` takes ``name`` plus the
+hyperparameters of that model family (see ``gan_pipeline.models.FAMILIES``). Unknown keys, wrong
+types and out-of-range values are rejected with a ``UserError`` that names the key and what is
+allowed.
+
+Profiles scale budgets: ``[profiles.quick]`` holds settings (same layout as the file) that replace
+the file's own when ``profile = "quick"`` (``--set profile=quick``); ``full`` is the file as written.
+``--set`` overrides win over the profile.
 
 Command-line overrides use dotted keys, ``--set train.g_learning_rate=1e-4``; values are parsed as
 TOML (``3``, ``1e-4``, ``true``, ``[64, 128]``) and fall back to plain strings (``data.dataset=kmnist``).
@@ -35,7 +41,8 @@ class Field:
 
     def describe(self) -> str:
         if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices())
+            items = ", ".join(repr(c) for c in self.choices())
+            return f"a list of {items}" if self.type is list else f"one of {items}"
         parts = [_type_name(self.type)]
         if self.min is not None:
             parts.append((">" if self.min_exclusive else ">=") + f" {self.min:g}")
@@ -48,6 +55,13 @@ def _losses() -> list[str]:
     from gan_pipeline.losses import LOSSES
 
     return sorted(LOSSES)
+
+
+STAGES = ("prepare", "tune", "train", "evaluate", "register")
+TUNERS = ("random", "bayesian", "hyperband")
+# What a search may vary: the model's hyperparameters, the training settings and the batch size.
+TUNABLE_SECTIONS = ("model", "train")
+TUNABLE_TOP = ("batch_size",)
 
 
 def _models() -> list[str]:
@@ -63,6 +77,9 @@ SCHEMA: dict[str, Any] = {
     "batch_size": Field(int, 128, min=1),
     "deterministic": Field(bool, False,
                            help="deterministic TF ops: bit-identical CPU runs for a seed (slower)"),
+    "profile": Field(str, "full", help="'full' (the file as written) or a [profiles.NAME] table"),
+    "stages": Field(list, list(STAGES), choices=lambda: list(STAGES),
+                    help="the stages `gan-pipeline run` runs, in this order"),
     "data": {
         "dataset": Field(str, "mnist", help="a TFDS image dataset name, or 'gaussian_1d'"),
         "data_dir": Field(str, "", help="TFDS data dir; empty = $TFDS_DATA_DIR, then TFDS' default"),
@@ -97,6 +114,8 @@ SCHEMA: dict[str, Any] = {
         "every_epochs": Field(int, 1, min=0, help="evaluate every K epochs while training (0 = off)"),
         "n_samples": Field(int, 2000, min=100,
                            help="generated samples per evaluation (points, for the 1-D GAN)"),
+        "final_n_samples": Field(int, 10_000, min=100,
+                                 help="samples the pipeline's evaluate stage judges"),
         "collapse_max_share": Field(float, 0.5, min=0, max=1, min_exclusive=True,
                                     help="warn of mode collapse when one class exceeds this share"),
         "stop_on_collapse": Field(bool, False, help="stop training when collapse is detected"),
@@ -112,7 +131,27 @@ SCHEMA: dict[str, Any] = {
         "checkpoint_every_steps": Field(int, 0, min=0,
                                         help="also checkpoint every N steps inside an epoch"),
     },
+    "tune": {
+        "tuner": Field(str, "random", choices=lambda: list(TUNERS),
+                       help="the Keras Tuner: random search, Bayesian optimisation or Hyperband"),
+        "max_trials": Field(int, 4, min=1, help="trials to run (random, bayesian)"),
+        "epochs": Field(int, 1, min=1, help="epochs per trial (hyperband: the most one gets)"),
+        "steps_per_epoch": Field(int, 0, min=0, help="0 = train.steps_per_epoch"),
+        "n_samples": Field(int, 2000, min=100, help="samples the trial objective is judged on"),
+        "hyperband_factor": Field(int, 3, min=2),
+        "max_failed_trials": Field(int, 3, min=1,
+                                   help="stop the search after this many failed trials in a row"),
+        # plus ``space``: {section: {setting: {min, max[, log, step]} or {values: [...]}}}
+    },
+    "register": {
+        "model_name": Field(str, "", help="Model Registry name; empty = the pipeline name"),
+        "alias": Field(str, "champion",
+                       help="moved to a new version only when its quality beats the holder's"),
+    },
 }
+
+# Settings that only steer the pipeline around training; a training run does not log them.
+PIPELINE_ONLY = ("profile", "stages", "tune", "register")
 
 SECTIONS = tuple(k for k, v in SCHEMA.items() if isinstance(v, dict))
 
@@ -133,6 +172,16 @@ def _check_value(key: str, value: Any, field: Field) -> Any:
         value = str(value)  # --set name=2024, or a run name read back from MLflow params
     if not isinstance(value, t) or (t is int and isinstance(value, bool)):
         raise UserError(f"{key} = {value!r} is not valid: expected {field.describe()}")
+    if t is list:
+        if field.choices is not None:
+            allowed = field.choices()
+            bad = [v for v in value if v not in allowed]
+            if bad:
+                raise UserError(f"{key} = {value!r} is not valid: {bad[0]!r} is not one of "
+                                + ", ".join(repr(c) for c in allowed) + "." + closest(bad[0], allowed))
+        elif not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+            raise UserError(f"{key} = {value!r} is not valid: expected a list of positive integers")
+        return value
     if field.choices is not None:
         allowed = field.choices()
         if value not in allowed:
@@ -166,6 +215,8 @@ def model_fields(family: str) -> dict[str, Field]:
 
 def validate(raw: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults into ``raw`` and check every key; returns a new nested dict."""
+    if "profiles" in raw:
+        raw = apply_profile(raw)
     cfg: dict[str, Any] = {}
     top_allowed = list(SCHEMA)
     for key in raw:
@@ -179,6 +230,8 @@ def validate(raw: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(section, dict):
             raise UserError(f"[{key}] must be a table of settings, got {section!r}")
         fields = dict(spec)
+        if key == "tune":  # the search space is checked below, once the model is known
+            section = {k: v for k, v in section.items() if k != "space"}
         if key == "model":
             name = _check_value("model.name", section.get("name", spec["name"].default),
                                 spec["name"])
@@ -190,16 +243,133 @@ def validate(raw: dict[str, Any]) -> dict[str, Any]:
         for sub, field in fields.items():
             value = section.get(sub, field.default)
             out[sub] = _check_value(f"{key}.{sub}", copy.deepcopy(value), field)
-            if field.type is list and not all(isinstance(v, int) and v > 0 for v in out[sub]):
-                raise UserError(f"{key}.{sub} = {out[sub]!r} is not valid: "
-                                "expected a list of positive integers")
         cfg[key] = out
     one_d_data = cfg["data"]["dataset"] == "gaussian_1d"
     if one_d_data != cfg["model"]["name"].startswith("gaussian_1d"):
         raise UserError(f"model.name = {cfg['model']['name']!r} does not fit data.dataset = "
                         f"{cfg['data']['dataset']!r}: the 'gaussian_1d' dataset takes the "
                         "gaussian_1d models; image datasets take the others")
+    cfg["tune"]["space"] = _check_space(raw.get("tune", {}).get("space", {}), cfg)
     return cfg
+
+
+def _tunable_fields(cfg: dict) -> dict[str, Field]:
+    fields = {k: SCHEMA[k] for k in TUNABLE_TOP}
+    fields.update({f"train.{k}": f for k, f in SCHEMA["train"].items()})
+    fields.update({f"model.{k}": f for k, f in model_fields(cfg["model"]["name"]).items()})
+    return fields
+
+
+def _check_space(space: Any, cfg: dict) -> dict[str, dict]:
+    """Validate ``[tune.space]`` into ``{"train.d_learning_rate": {"min": .., "max": ..,
+    "log": bool, "step": ..}}`` or ``{"model.latent_dim": {"values": [...]}}``."""
+    if not isinstance(space, dict):
+        raise UserError(f"[tune.space] must be a table, got {space!r}")
+    fields = _tunable_fields(cfg)
+    flat: dict[str, Any] = {}
+    for key, value in space.items():
+        if key in TUNABLE_SECTIONS and isinstance(value, dict):
+            flat.update({f"{key}.{sub}": spec for sub, spec in value.items()})
+        else:
+            flat[key] = value
+    out = {}
+    for name, spec in flat.items():
+        where = f"tune.space.{name}"
+        if name not in fields:
+            raise _unknown_key(where, [f"tune.space.{f}" for f in fields])
+        field = fields[name]
+        if not isinstance(spec, dict):
+            raise UserError(f"{where} = {spec!r} is not valid: expected {{ values = [...] }} or "
+                            "{ min = ..., max = ... } (optionally log = true, step = ...)")
+        allowed = ["values"] if "values" in spec else ["min", "max", "log", "step"]
+        for k in spec:
+            if k not in allowed:
+                raise _unknown_key(f"{where}.{k}", [f"{where}.{a}" for a in allowed])
+        if "values" in spec:
+            values = spec["values"]
+            if not isinstance(values, list) or not values:
+                raise UserError(f"{where}.values = {values!r} is not valid: expected a non-empty "
+                                "list")
+            out[name] = {"values": [_check_value(where, copy.deepcopy(v), field) for v in values]}
+            continue
+        if field.type not in (int, float):
+            raise UserError(f"{where}: {name} is {_type_name(field.type)}; give its candidates "
+                            "as { values = [...] }")
+        if "min" not in spec or "max" not in spec:
+            raise UserError(f"{where} needs both min and max (or values = [...])")
+        low = _check_value(f"{where}.min", spec["min"], field)
+        high = _check_value(f"{where}.max", spec["max"], field)
+        if not low < high:
+            raise UserError(f"{where}: min ({low!r}) must be below max ({high!r})")
+        log = spec.get("log", False)
+        if not isinstance(log, bool):
+            raise UserError(f"{where}.log = {log!r} is not valid: expected true or false")
+        if log and low <= 0:
+            raise UserError(f"{where}: log sampling needs min > 0")
+        item = {"min": low, "max": high, "log": log}
+        if "step" in spec:
+            item["step"] = _check_value(f"{where}.step", spec["step"],
+                                        Field(field.type, 0, min=0, min_exclusive=True))
+        out[name] = item
+    return out
+
+
+def training_part(cfg: dict) -> dict:
+    """``cfg`` without the pipeline-only settings: what a training run logs and resumes by."""
+    return {k: v for k, v in cfg.items() if k not in PIPELINE_ONLY}
+
+
+def with_values(cfg: dict, values: dict[str, Any]) -> dict:
+    """``cfg`` with dotted settings replaced (``{"train.beta_1": 0.0}``), validated again."""
+    raw = copy.deepcopy(cfg)
+    for key, value in values.items():
+        node = raw
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    raw["tune"]["space"] = _nest(raw["tune"]["space"])  # validated flat; validate() reads it nested
+    return validate(raw)
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return nested
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_profile(raw: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
+    """``raw`` with its ``[profiles.<profile>]`` settings merged in (and ``profiles`` dropped).
+    ``profile`` defaults to ``raw["profile"]``, then ``"full"`` (the file as written)."""
+    raw = copy.deepcopy(raw)
+    profiles = raw.pop("profiles", {})
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise UserError("[profiles] must hold tables of settings, e.g. [profiles.quick]")
+    name = profile if profile is not None else raw.get("profile", "full")
+    if not isinstance(name, str) or (name != "full" and name not in profiles):
+        allowed = ["full", *sorted(p for p in profiles if p != "full")]
+        raise UserError(f"profile = {name!r} is not valid: expected one of "
+                        + ", ".join(repr(a) for a in allowed) + " (declared as [profiles.NAME] "
+                        "in the pipeline file)." + closest(str(name), allowed))
+    if name in profiles:
+        raw = _merge(raw, profiles[name])
+    raw["profile"] = name
+    return raw
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -244,6 +414,9 @@ def load(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
+    # --set wins over the profile, and may itself choose the profile.
+    profile = apply_overrides(raw, overrides or []).get("profile")
+    raw = apply_profile(raw, profile)
     return validate(apply_overrides(raw, overrides or []))
 
 

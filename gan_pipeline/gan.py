@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from gan_pipeline import distribute
 from gan_pipeline.losses import GANLoss
 
 NOISES = ("normal", "uniform")
@@ -104,7 +105,8 @@ class GAN(keras.Model):
             real_logits = self.discriminator(real, training=True)
             fake_logits = self.discriminator(fake, training=True)
             d_loss = self.gan_loss.discriminator_loss(real_logits, fake_logits)
-        grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
+            scaled = distribute.scale_loss(d_loss)  # / replicas: their gradients are summed
+        grads = tape.gradient(scaled, self.discriminator.trainable_weights)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
         return d_loss, real_logits, fake_logits
 
@@ -114,7 +116,8 @@ class GAN(keras.Model):
         with tf.GradientTape() as tape:
             generated = self.generator(z, training=True)
             g_loss = self.gan_loss.generator_loss(self.discriminator(generated, training=True))
-        grads = tape.gradient(g_loss, self.generator.trainable_weights)
+            scaled = distribute.scale_loss(g_loss)
+        grads = tape.gradient(scaled, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
         return g_loss, generated
 

@@ -241,3 +241,33 @@ def log_classifier(classifier) -> str:
     client.log_artifact(run.info.run_id, str(classifier.path))
     client.set_terminated(run.info.run_id)
     return run.info.run_id
+
+
+def register_generator(model_uri: str, name: str, alias: str, objective: str, value: float,
+                       tags: dict | None = None) -> dict:
+    """Register ``model_uri`` as a new version of ``name`` in the Model Registry, with its
+    quality figure ``objective`` (lower is better) as a version tag, and move ``alias`` to it
+    only when it beats the version holding the alias (or none does).
+
+    Returns ``{"name", "version", "alias", "champion": bool, "previous": {...} or None}``.
+    """
+    client = mlflow.MlflowClient()
+    version = mlflow.register_model(model_uri, name,
+                                    tags={objective: str(value), **(tags or {})}).version
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        holder = None
+    previous = None
+    if holder is not None:
+        held = holder.tags.get(objective)
+        previous = {"version": str(holder.version), objective: float(held) if held else None}
+    champion = holder is None or previous[objective] is None or value < previous[objective]
+    if champion:
+        client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, "champion_decision",
+                                 "took the alias" if champion else
+                                 f"kept by version {previous['version']} "
+                                 f"({objective} {previous[objective]:.4g} <= {value:.4g})")
+    return {"name": name, "version": str(version), "alias": alias, "champion": champion,
+            "previous": previous, objective: value}

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from gan_pipeline import config as config_mod
 from gan_pipeline import data as data_mod
-from gan_pipeline import checkpoints, evaluation, models, sampling, tracking
+from gan_pipeline import checkpoints, distribute, evaluation, models, sampling, tracking
 from gan_pipeline.errors import UserError
 from gan_pipeline.gan import GAN
 
@@ -146,7 +146,8 @@ RESUMABLE = ("epochs", "train.d_learning_rate", "train.g_learning_rate", "eval."
 
 def _check_resumable(saved: dict, cfg: dict, directory) -> dict:
     """The settings a resume changes, ``{key: new value}``; an error if any may not change."""
-    old, new = config_mod.flatten(saved), config_mod.flatten(cfg)
+    old = config_mod.flatten(config_mod.training_part(saved))
+    new = config_mod.flatten(config_mod.training_part(cfg))
     differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     changed = [k for k in differ if not k.startswith(RESUMABLE)]
     if changed:
@@ -159,12 +160,15 @@ def _check_resumable(saved: dict, cfg: dict, directory) -> dict:
 
 
 def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
-          resume_command: str = "") -> Result:
+          resume_command: str = "", parent_run_id: str | None = None,
+          tags: dict | None = None) -> Result:
     """Train the GAN ``cfg`` describes into one MLflow run; returns the run id and history.
 
     Everything that can fail on user input (data, model shapes, checkpoints) is checked before
     the run is created, so a bad config leaves nothing behind in MLflow. With ``resume``, the
     checkpoint of this pipeline continues, in the same MLflow run, from the epoch it reached.
+    ``parent_run_id`` nests the run (the pipeline's train stage); ``tags`` are set on it.
+    The GAN is built under ``distribute.strategy()``: one device, several GPUs, or workers.
     """
     directory = checkpoints.folder(cfg["tracking"]["checkpoint_dir"], cfg["name"])
     try:
@@ -191,7 +195,9 @@ def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
     if cfg["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     data = data_mod.from_config(cfg)
-    gan = build_gan(cfg, data.shape)
+    strategy = distribute.strategy()
+    with strategy.scope():
+        gan = build_gan(cfg, data.shape)
     if state:
         checkpoints.restore(directory, gan, state)
         # The checkpoint brings the optimizers' old learning rates; the config's win (lowering
@@ -219,7 +225,8 @@ def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
                       if evaluate is not None and evaluate.images is not None else None)
     mlflow.set_experiment(cfg["tracking"]["experiment"] or cfg["name"])
     run_args = ({"run_id": state["run_id"]} if state
-                else {"run_name": cfg["tracking"]["run_name"] or None})
+                else {"run_name": cfg["tracking"]["run_name"] or None,
+                      "parent_run_id": parent_run_id, "tags": tags})
     control = RunControl(completed=start_epoch)
     with mlflow.start_run(**run_args) as run, control.signals():
         print(f"MLflow run {run.info.run_id} (experiment "
@@ -233,8 +240,10 @@ def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
             if resume_changes:  # params are write-once in MLflow; record what a resume changed
                 mlflow.set_tag(f"resumed_at_epoch_{start_epoch}", json.dumps(resume_changes))
         else:
-            params = config_mod.flatten(cfg)
+            params = config_mod.flatten(config_mod.training_part(cfg))
             params.update({
+                "resolved.replicas": strategy.num_replicas_in_sync,
+                "resolved.strategy": type(strategy).__name__,
                 "resolved.steps_per_epoch": steps,
                 "resolved.sample_shape": list(data.shape),
                 "resolved.latent_shape": list(gan.latent_shape),

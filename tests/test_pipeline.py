@@ -1,0 +1,268 @@
+"""`gan-pipeline run`: stages as nested MLflow runs, Keras Tuner trials judged by quality, reuse
+of finished stages, registration with a champion alias, and searches that resume."""
+
+import json
+import os
+import subprocess
+import sys
+import socket
+from pathlib import Path
+
+import keras_tuner as kt
+import mlflow
+import tensorflow as tf
+
+from gan_pipeline import config, tracking, tuning
+from gan_pipeline.pipeline import Pipeline
+from tests.helpers import REPO, TINY, TempWorkdir
+
+SCRIPT = str(Path(sys.executable).parent / "gan-pipeline")
+
+# A 1-D pipeline small enough for seconds: 10 steps per epoch, searches of 40-step epochs.
+TINY_1D = (["epochs=2", "data.n_points=20", "data.num_examples=320", "batch_size=32",
+            "eval.n_samples=500", "eval.final_n_samples=1000", "tune.n_samples=500",
+            "tune.steps_per_epoch=40", "tune.epochs=1", "tune.max_trials=2", "tune.tuner=random",
+            "tracking.grid_size=16",
+            # fast learning rates, so that 40-step trials already spread their samples
+            "tune.space.train.d_learning_rate={ min = 3e-3, max = 1e-2, log = true }",
+            "tune.space.train.g_learning_rate={ min = 3e-3, max = 1e-2, log = true }"]
+           + [f"model.{k}={v}" for k, v in TINY["gaussian_1d"].items()])
+
+
+def tiny_1d(*extra):
+    return config.load(REPO / "pipelines/gaussian_1d.toml", TINY_1D + list(extra))
+
+
+def children(client, experiment_id, parent_id):
+    return client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+class PipelineRunTest(tf.test.TestCase):
+    def test_stages_trials_registration_and_reuse(self):
+        with TempWorkdir() as work:
+            first = Pipeline(tiny_1d(), verbose=0).run()
+            client = mlflow.MlflowClient(work.uri)
+            self.assertEqual(list(first), ["prepare", "tune", "train", "evaluate", "register"])
+            self.assertTrue(all(r.status == "ran" for r in first.values()))
+            runs = {s: client.get_run(r.run_id) for s, r in first.items()}
+            parent_id = runs["prepare"].data.tags["mlflow.parentRunId"]
+            for stage, run in runs.items():  # one child run per stage, under one parent
+                self.assertEqual(run.data.tags["mlflow.parentRunId"], parent_id, stage)
+                self.assertEqual(run.data.tags["stage"], stage)
+                self.assertEqual(run.info.status, "FINISHED")
+            parent = client.get_run(parent_id)
+            self.assertEqual(parent.info.status, "FINISHED")
+            self.assertEqual(parent.data.tags["stage.train"], f"ran {first['train'].run_id}")
+
+            # prepare logged the data as an MLflow dataset input with its profile
+            inputs = runs["prepare"].inputs.dataset_inputs
+            self.assertEqual(len(inputs), 1)
+            self.assertIn("gaussian_1d", inputs[0].dataset.name)
+            profile = mlflow.artifacts.load_dict(f"runs:/{first['prepare'].run_id}/dataset.json")
+            self.assertEqual((profile["examples"], profile["shape"]), (320, [20]))
+
+            # tune: each trial a nested run with its settings, objective and pictures
+            trials = children(client, runs["tune"].info.experiment_id, first["tune"].run_id)
+            self.assertEqual(len(trials), 2)
+            for trial in trials:
+                self.assertEqual(trial.data.tags["trial_outcome"], "completed")
+                self.assertIn("train.d_learning_rate", trial.data.params)
+                self.assertIn("objective", trial.data.metrics)
+                self.assertTrue(any(a.path == "images" for a in
+                                    client.list_artifacts(trial.info.run_id)))
+            best = mlflow.artifacts.load_dict(
+                f"runs:/{first['tune'].run_id}/best_hyperparameters.json")
+            best_trial = min(trials, key=lambda t: t.data.metrics["objective"])
+            self.assertAlmostEqual(best["objective"], best_trial.data.metrics["objective"],
+                                   places=6)
+            self.assertEqual(best["objective_name"], "ks")
+
+            # train ran with the best settings; evaluate logged into the train run too
+            train_params = runs["train"].data.params
+            for key, value in best["values"].items():
+                self.assertAlmostEqual(float(train_params[key]), value, places=10)
+            self.assertNotIn("tune.tuner", train_params)
+            train_run = client.get_run(first["train"].run_id)
+            self.assertIn("quality/ks", train_run.data.metrics)
+            self.assertEqual(train_run.data.metrics["quality/ks"],
+                             client.get_run(first["evaluate"].run_id).data.metrics["quality/ks"])
+
+            # register: version 1 holds the champion alias
+            holder = client.get_model_version_by_alias("gaussian_1d", "champion")
+            self.assertEqual(str(holder.version), "1")
+            self.assertEqual(holder.run_id, first["train"].run_id)
+
+            # a second run reuses every stage: same run ids, no new stage runs, no new version
+            second = Pipeline(tiny_1d(), verbose=0).run()
+            self.assertEqual({s: r.status for s, r in second.items()},
+                             {s: "reused" for s in first})
+            self.assertEqual({s: r.run_id for s, r in second.items()},
+                             {s: r.run_id for s, r in first.items()})
+            self.assertEqual(len(client.search_model_versions("name = 'gaussian_1d'")), 1)
+            parents = client.search_runs([runs["tune"].info.experiment_id],
+                                         "tags.kind = 'pipeline'")
+            self.assertEqual(len(parents), 2)
+
+            # --force train recomputes train and what follows, and reuses the rest
+            third = Pipeline(tiny_1d(), verbose=0).run(force="train")
+            self.assertEqual({s: r.status for s, r in third.items()},
+                             {"prepare": "reused", "tune": "reused", "train": "ran",
+                              "evaluate": "ran", "register": "ran"})
+            self.assertNotEqual(third["train"].run_id, first["train"].run_id)
+            self.assertEqual(len(client.search_model_versions("name = 'gaussian_1d'")), 2)
+
+            # a changed training setting makes train stale but keeps prepare and tune
+            fourth = Pipeline(tiny_1d("epochs=3"), verbose=0).run(only="train")
+            self.assertEqual({s: r.status for s, r in fourth.items()},
+                             {"prepare": "reused", "tune": "reused", "train": "ran"})
+
+    def test_only_needs_finished_upstream_stages(self):
+        with TempWorkdir():
+            from gan_pipeline.errors import UserError
+
+            with self.assertRaisesRegex(UserError, "stage 'prepare' has no finished run.*--only"):
+                Pipeline(tiny_1d(), verbose=0).run(only="train")
+            with self.assertRaisesRegex(UserError, "--only 'trian' is not one of"):
+                Pipeline(tiny_1d(), verbose=0).run(only="trian")
+
+    def test_without_tune_train_uses_the_file_settings(self):
+        with TempWorkdir() as work:
+            cfg = tiny_1d("stages=['prepare', 'train', 'evaluate']", "train.g_learning_rate=3e-4")
+            results = Pipeline(cfg, verbose=0).run()
+            self.assertEqual(list(results), ["prepare", "train", "evaluate"])
+            params = mlflow.MlflowClient(work.uri).get_run(results["train"].run_id).data.params
+            self.assertEqual(float(params["train.g_learning_rate"]), 3e-4)
+
+
+class RegisterTest(tf.test.TestCase):
+    def test_alias_moves_only_to_a_better_version(self):
+        with TempWorkdir():
+            tracking.configure()
+            mlflow.set_experiment("register")
+            uris = []
+            for _ in range(3):
+                with mlflow.start_run():
+                    import keras
+
+                    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+                    uris.append(mlflow.keras.log_model(model, name="generator").model_uri)
+            first = tracking.register_generator(uris[0], "g", "champion", "ks", 0.2)
+            worse = tracking.register_generator(uris[1], "g", "champion", "ks", 0.3)
+            better = tracking.register_generator(uris[2], "g", "champion", "ks", 0.1)
+            self.assertEqual([first["champion"], worse["champion"], better["champion"]],
+                             [True, False, True])
+            self.assertEqual(worse["previous"], {"version": "1", "ks": 0.2})
+            holder = mlflow.MlflowClient().get_model_version_by_alias("g", "champion")
+            self.assertEqual(str(holder.version), "3")
+
+
+def trial_runs(uri, parent_id):
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(parent_id)
+    return children(client, run.info.experiment_id, parent_id)
+
+
+class TuningTest(tf.test.TestCase):
+    def _search(self, cfg, work, parent_name="tune"):
+        tracking.configure()
+        mlflow.set_experiment("t")
+        with mlflow.start_run(run_name=parent_name) as run:
+            result = tuning.search(cfg, work.path / "tuner", "p", run.info.run_id)
+        return result, run.info.run_id
+
+    def test_hyperband_trials_train_the_epochs_it_asks_for(self):
+        with TempWorkdir() as work:
+            cfg = tiny_1d("tune.tuner=hyperband", "tune.epochs=3", "tune.hyperband_factor=3")
+            result, tune_id = self._search(cfg, work)
+            runs = trial_runs(work.uri, tune_id)
+            self.assertEqual(len(runs), len(result["trials"]))
+            continued = 0
+            for run in runs:
+                p = run.data.params
+                first, last = int(p["tuner/initial_epoch"]), int(p["tuner/epochs"])
+                steps = [m.step for m in mlflow.MlflowClient(work.uri).get_metric_history(
+                    run.info.run_id, "eval/ks")]
+                self.assertEqual(sorted(steps), list(range(first + 1, last + 1)),
+                                 f"trial {p['trial_id']} trained epochs {steps}")
+                continued += first > 0
+            self.assertGreater(continued, 0, "Hyperband continued at least one trial")
+
+    def test_a_search_continues_where_it_stopped(self):
+        with TempWorkdir() as work:
+            one, tune_id = self._search(tiny_1d("tune.max_trials=1"), work)
+            self.assertEqual(len(one["trials"]), 1)
+            two, _ = self._search(tiny_1d("tune.max_trials=2"), work)
+            self.assertEqual(len(two["trials"]), 2)
+            self.assertEqual(two["trials"][0], one["trials"][0], "the first trial is kept")
+            client = mlflow.MlflowClient(work.uri)
+            all_trials = client.search_runs([client.get_run(tune_id).info.experiment_id],
+                                            "tags.stage = 'trial'")
+            self.assertEqual(len(all_trials), 2, "only the missing trial ran again")
+
+    def test_diverging_trials_stop_and_are_marked_failed(self):
+        with TempWorkdir() as work:
+            cfg = tiny_1d("tune.max_trials=2", "tune.max_failed_trials=5")
+            cfg["tune"]["space"] = {"train.d_learning_rate": {"values": [1e30]},
+                                    "train.g_learning_rate": {"values": [1e30]}}
+            from gan_pipeline.errors import UserError
+
+            with self.assertRaisesRegex(UserError, "without one successful trial"):
+                self._search(cfg, work)
+            runs = mlflow.MlflowClient(work.uri).search_runs(
+                [mlflow.get_experiment_by_name("t").experiment_id], "tags.stage = 'trial'")
+            self.assertGreaterEqual(len(runs), 1)
+            for run in runs:
+                self.assertEqual(run.info.status, "FAILED")
+                self.assertEqual(run.data.tags["trial_outcome"], "diverged")
+                self.assertRegex(run.data.tags["failure"], r"loss became nan at epoch 1")
+
+    def test_list_choices_round_trip(self):
+        hp = kt.HyperParameters()
+        space = {"model.d_filters": {"values": [[4, 8], [8, 16]]},
+                 "train.d_steps": {"min": 1, "max": 3, "log": False},
+                 "train.beta_1": {"min": 0.1, "max": 0.9, "log": False}}
+        tuning.declare(hp, space)
+        values = tuning.chosen(hp, space)
+        self.assertEqual(values["model.d_filters"], [4, 8])
+        self.assertIsInstance(values["train.d_steps"], int)
+        self.assertBetween(values["train.beta_1"], 0.1, 0.9)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DistributedTuningTest(tf.test.TestCase):
+    def test_a_chief_and_two_workers_share_one_search(self):
+        with TempWorkdir() as work:
+            port = str(free_port())
+            args = [SCRIPT, "run", str(REPO / "pipelines/gaussian_1d.toml"), "--only", "tune"]
+            sets = [a for s in TINY_1D + ["tune.max_trials=4", "stages=['tune']"]
+                    for a in ("--set", s)]
+            base = {**os.environ, "MLFLOW_TRACKING_URI": work.uri, "KERASTUNER_ORACLE_IP":
+                    "127.0.0.1", "KERASTUNER_ORACLE_PORT": port, "CUDA_VISIBLE_DEVICES": ""}
+            # create the store once: three processes migrating a new SQLite file at once race
+            mlflow.MlflowClient(work.uri).search_experiments()
+            procs = {}
+            for tuner_id in ("chief", "tuner0", "tuner1"):
+                env = {**base, "KERASTUNER_TUNER_ID": tuner_id}
+                procs[tuner_id] = subprocess.Popen(
+                    args + sets, env=env, cwd=work.path, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, text=True)
+            outs = {k: p.communicate(timeout=600)[0] for k, p in procs.items()}
+            for tuner_id, proc in procs.items():
+                self.assertEqual(proc.returncode, 0, f"{tuner_id}:\n{outs[tuner_id][-3000:]}")
+            client = mlflow.MlflowClient(work.uri)
+            experiment = client.get_experiment_by_name("gaussian_1d").experiment_id
+            tune = client.search_runs([experiment], "tags.stage = 'tune'")
+            self.assertEqual(len(tune), 1)
+            self.assertEqual(tune[0].info.status, "FINISHED")
+            trials = children(client, experiment, tune[0].info.run_id)
+            self.assertEqual(len(trials), 4)
+            by_worker = {t.data.tags["tuner_id"] for t in trials}
+            self.assertEqual(by_worker, {"tuner0", "tuner1"}, "both workers ran trials")
+            best = mlflow.artifacts.load_dict(
+                f"runs:/{tune[0].info.run_id}/best_hyperparameters.json")
+            self.assertEqual(len(best["trials"]), 4)
