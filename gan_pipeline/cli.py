@@ -145,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as exc:
         print(f"gan-pipeline: {exc}", file=sys.stderr)
         return 130 if exc.reason == "interrupted" else 1
+    except KeyboardInterrupt:  # outside training (which stops cleanly itself), e.g. a search
+        print("gan-pipeline: interrupted. Run the same command again to continue: finished "
+              "stages are reused and a search continues from its last finished trial.",
+              file=sys.stderr)
+        return 130
     return 0
 
 

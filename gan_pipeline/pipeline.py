@@ -108,6 +108,11 @@ class Pipeline:
                                 f"{', '.join(cfg['stages'])}")
         forced = set(STAGES[STAGES.index(force):]) if force else set()
         selected = [only] if only else list(cfg["stages"])
+        if "tune" in selected and not cfg["tune"]["space"]:
+            raise UserError("the tune stage needs a search space: declare ranges under "
+                            "[tune.space.train] or [tune.space.model] in the pipeline file, or "
+                            "drop 'tune' from stages (--set \"stages=['prepare', 'train', "
+                            "'evaluate', 'register']\")")
         uri = tracking.tracking_uri(cfg["tracking"]["uri"])
         tracking.check_reachable(uri)
         tracking.configure(cfg["tracking"]["uri"])

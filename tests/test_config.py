@@ -106,3 +106,72 @@ class BadInputTest(tf.test.TestCase):
             with self.assertRaises(UserError) as ctx:
                 config.load(bad)
             self.assertIn("bad.toml", str(ctx.exception))
+
+
+class PipelineSettingsTest(tf.test.TestCase):
+    def test_profiles_replace_settings_and_set_wins(self):
+        path = REPO / "pipelines/mnist_dcgan.toml"
+        full = config.load(path)
+        quick = config.load(path, ["profile=quick"])
+        self.assertEqual((full["profile"], quick["profile"]), ("full", "quick"))
+        self.assertEqual((full["epochs"], quick["epochs"]), (7, 1))
+        self.assertEqual(quick["tune"]["tuner"], "random")
+        self.assertEqual(quick["model"], full["model"], "what the profile leaves alone stays")
+        mine = config.load(path, ["epochs=2", "profile=quick", "tune.max_trials=5"])
+        self.assertEqual((mine["epochs"], mine["tune"]["max_trials"]), (2, 5))
+        with self.assertRaisesRegex(UserError, r"profile = 'quik'.*'full', 'quick'.*'quick'"):
+            config.load(path, ["profile=quik"])
+
+    def test_every_shipped_pipeline_has_a_quick_profile_and_a_search(self):
+        for path in sorted((REPO / "pipelines").glob("*.toml")):
+            quick = config.load(path, ["profile=quick"])
+            self.assertEqual(quick["stages"], list(config.STAGES))
+            self.assertTrue(quick["tune"]["space"], path.name)
+            for name in quick["tune"]["space"]:
+                self.assertRegex(name, r"^(train|model)\.|^batch_size$")
+
+    def test_search_space_is_validated_against_the_settings(self):
+        space = {"train": {"d_learning_rate": {"min": 1e-4, "max": 1e-3, "log": True},
+                           "loss": {"values": ["minimax", "non_saturating"]}},
+                 "batch_size": {"values": [64, 128]}}
+        cfg = config.validate({"tune": {"space": space}})
+        self.assertEqual(cfg["tune"]["space"]["train.d_learning_rate"],
+                         {"min": 1e-4, "max": 1e-3, "log": True})
+        self.assertEqual(cfg["tune"]["space"]["batch_size"], {"values": [64, 128]})
+        bad = [
+            ({"train": {"d_learning_rte": {"min": 1, "max": 2}}},
+             r"unknown setting 'tune.space.train.d_learning_rte'.*Did you mean 'd_learning_rate'"),
+            ({"train": {"loss": {"min": 1, "max": 2}}}, r"train.loss is a string; give its"),
+            ({"train": {"loss": {"values": ["hinge"]}}}, r"expected one of 'minimax'"),
+            ({"train": {"beta_1": {"min": 0.9, "max": 0.5}}}, r"min \(0.9\) must be below max"),
+            ({"train": {"beta_1": {"min": 0.0, "max": 0.5, "log": True}}}, r"log sampling"),
+            ({"train": {"beta_1": {"min": 0.1}}}, r"needs both min and max"),
+            ({"train": {"beta_1": {"min": 0.1, "max": 0.5, "scale": 2}}},
+             r"unknown setting 'tune.space.train.beta_1.scale'"),
+            ({"data": {"mean": {"values": [1.0]}}}, r"unknown setting 'tune.space.data'"),
+        ]
+        for space, message in bad:
+            with self.assertRaisesRegex(UserError, message):
+                config.validate({"tune": {"space": space}})
+
+    def test_stage_and_tuner_names_are_checked(self):
+        with self.assertRaisesRegex(UserError, r"'trian' is not one of.*Did you mean 'train'"):
+            config.validate({"stages": ["prepare", "trian"]})
+        with self.assertRaisesRegex(UserError, r"tune.tuner = 'grid'.*'random', 'bayesian'"):
+            config.validate({"tune": {"tuner": "grid"}})
+
+    def test_training_runs_do_not_carry_pipeline_settings(self):
+        cfg = config.load(REPO / "pipelines/gaussian_1d.toml")
+        part = config.training_part(cfg)
+        self.assertNotIn("tune", part)
+        self.assertNotIn("stages", part)
+        rebuilt = config.from_params({k: str(v) for k, v in config.flatten(part).items()})
+        self.assertEqual(config.training_part(rebuilt), part)
+
+    def test_with_values_applies_and_revalidates(self):
+        cfg = config.load(REPO / "pipelines/gaussian_1d.toml")
+        new = config.with_values(cfg, {"train.beta_1": 0.9, "batch_size": 32})
+        self.assertEqual((new["train"]["beta_1"], new["batch_size"]), (0.9, 32))
+        self.assertEqual(new["tune"]["space"], cfg["tune"]["space"])
+        with self.assertRaisesRegex(UserError, "train.beta_1"):
+            config.with_values(cfg, {"train.beta_1": 2.0})

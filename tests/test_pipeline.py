@@ -266,3 +266,17 @@ class DistributedTuningTest(tf.test.TestCase):
             best = mlflow.artifacts.load_dict(
                 f"runs:/{tune[0].info.run_id}/best_hyperparameters.json")
             self.assertEqual(len(best["trials"]), 4)
+
+
+class PipelineErrorsTest(tf.test.TestCase):
+    def test_tune_without_a_search_space_is_refused_before_any_run(self):
+        from gan_pipeline.errors import UserError
+
+        with TempWorkdir() as work:
+            cfg = tiny_1d()
+            cfg["tune"]["space"] = {}
+            with self.assertRaisesRegex(UserError, r"tune stage needs a search space.*stages"):
+                Pipeline(cfg, verbose=0).run()
+            self.assertFalse((work.path / "mlflow.db").exists() and mlflow.MlflowClient(
+                work.uri).search_runs([e.experiment_id for e in mlflow.MlflowClient(
+                    work.uri).search_experiments()]))

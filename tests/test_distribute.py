@@ -1,0 +1,60 @@
+"""Training under tf.distribute: with two replicas, a step's update equals one device's on the
+whole batch (losses are scaled by the replica count, metrics are not)."""
+
+import json
+import subprocess
+import sys
+
+import tensorflow as tf
+
+from tests.helpers import REPO
+
+# Runs in a fresh interpreter: logical devices must be declared before TensorFlow starts.
+SCRIPT = r'''
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+from gan_pipeline import models
+from gan_pipeline.gan import GAN
+
+real = np.random.default_rng(0).uniform(-1, 1, (32, 4, 4, 1)).astype("float32")
+
+def one_step(strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        g, d = models.build("mlp", (4, 4, 1), latent_dim=4, g_widths=[8], d_widths=[8],
+                            dropout=0.0)
+        # G's kernels at zero make its output independent of the noise, and D has no Dropout:
+        # the D step is then deterministic, whatever noise each replica draws.
+        for w in g.weights:
+            if "kernel" in w.path:
+                w.assign(tf.zeros(w.shape))
+        gan = GAN(g, d, seed=0)
+        gan.compile(d_optimizer=keras.optimizers.SGD(0.5), g_optimizer=keras.optimizers.SGD(0.5))
+    before = [w.numpy() for w in gan.discriminator.trainable_weights]
+    history = gan.fit(tf.data.Dataset.from_tensor_slices(real).batch(32), epochs=1, verbose=0)
+    after = [w.numpy() for w in gan.discriminator.trainable_weights]
+    delta = float(np.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(after, before))))
+    return {"replicas": strategy.num_replicas_in_sync, "d_delta": delta,
+            "d_loss": history.history["d_loss"][0], "g_loss": history.history["g_loss"][0],
+            "finite": bool(all(np.isfinite(w.numpy()).all() for w in gan.weights))}
+
+print(json.dumps([one_step(tf.distribute.get_strategy()),
+                  one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]))
+'''
+
+
+class MirroredStrategyTest(tf.test.TestCase):
+    def test_two_replicas_update_like_one_device(self):
+        out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True,
+                             text=True, timeout=300)
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        single, mirrored = json.loads(out.stdout.strip().splitlines()[-1])
+        self.assertEqual((single["replicas"], mirrored["replicas"]), (1, 2))
+        self.assertTrue(single["finite"] and mirrored["finite"])
+        # Unscaled per-replica losses would sum to twice the gradient (a ratio near 2).
+        self.assertAllClose(mirrored["d_delta"] / single["d_delta"], 1.0, atol=1e-4)
+        # Reported losses are the replicas' mean, not scaled down by the replica count.
+        self.assertAllClose(mirrored["d_loss"], single["d_loss"], rtol=1e-4)
