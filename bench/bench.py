@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 PIPELINES = {"dcgan": "mnist_dcgan.toml", "mlp": "mnist_mlp.toml", "gaussian_1d": "gaussian_1d.toml"}
 
 
-def load_cfg(name: str, batch_size: int) -> dict:
+def load_cfg(name: str, batch_size: int, sets: list[str] = ()) -> dict:
     return config.load(REPO / "pipelines" / PIPELINES[name],
-                       [f"batch_size={batch_size}", "eval.every_epochs=0"])
+                       [f"batch_size={batch_size}", "eval.every_epochs=0", *sets])
 
 
 def timed(fn, steps: int, repeats: int) -> float:
@@ -163,6 +163,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=30, help="steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--variant", action="append", default=[], metavar="'KEY=VALUE ...'",
+                        help="also time (c) with these settings, e.g. "
+                             "'train.precision=mixed_bfloat16 train.jit_compile=on' (repeatable)")
     args = parser.parse_args()
 
     cpu = platform.processor() or platform.machine()
@@ -186,12 +189,19 @@ def main() -> int:
         # The same step fed from one cached batch: what the step costs without any input work.
         fixed = tf.data.Dataset.from_tensors(next(iter(train_data.dataset))).repeat()
         per_step["c_no_input"] = timed(ours(cfg, fixed), args.steps, args.repeats)
+        for variant in args.variant:
+            vcfg = load_cfg(name, args.batch_size, variant.split())
+            per_step[f"c[{variant}]"] = timed(ours(vcfg, stream), args.steps, args.repeats)
         rate = {k: args.batch_size / v for k, v in per_step.items()}
         wait = max(0.0, 1 - per_step["c_no_input"] / per_step["c"])
         rows.append((name, rate, wait))
         print(f"{name}: a {rate['a']:.0f}, b {rate['b']:.0f}, c {rate['c']:.0f} samples/s; "
               f"c/a {rate['c'] / rate['a']:.2f}, c/b {rate['c'] / rate['b']:.2f}; input "
               f"{rate['input']:.0f} samples/s; waiting for input {wait:.1%}", flush=True)
+        for variant in args.variant:
+            r = rate[f"c[{variant}]"]
+            print(f"{name}: c with {variant}: {r:.0f} samples/s; c/a {r / rate['a']:.2f}, "
+                  f"c/b {r / rate['b']:.2f}", flush=True)
 
     print()
     print("| model | (a) tutorial loop | (b) keras.io train_step | (c) gan-pipeline | c/a | c/b "

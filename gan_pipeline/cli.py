@@ -133,6 +133,10 @@ def run_evaluate(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _quiet_tensorflow()
+    if os.environ.get("TF_CONFIG"):  # collective ops must be set up before any other TF work
+        from gan_pipeline import distribute
+
+        distribute.strategy()
     from gan_pipeline.errors import UserError
     from gan_pipeline.train import TrainingStopped
 

@@ -59,6 +59,7 @@ def _losses() -> list[str]:
 
 STAGES = ("prepare", "tune", "train", "evaluate", "register")
 TUNERS = ("random", "bayesian", "hyperband")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # What a search may vary: the model's hyperparameters, the training settings and the batch size.
 TUNABLE_SECTIONS = ("model", "train")
 TUNABLE_TOP = ("batch_size",)
@@ -109,6 +110,10 @@ SCHEMA: dict[str, Any] = {
         "steps_per_epoch": Field(int, 0, min=0, help="0 = one pass over the data"),
         "ema_decay": Field(float, 0.0, min=0, max=0.99999,
                            help="keep an EMA copy of G for sampling (0 = off, e.g. 0.999)"),
+        "precision": Field(str, "auto", choices=lambda: list(PRECISIONS),
+                           help="dtype policy; auto picks by device (see gan_pipeline.distribute)"),
+        "jit_compile": Field(str, "auto", choices=lambda: ["auto", "on", "off"],
+                             help="XLA-compile the train step; auto = Keras' choice (GPU: on)"),
     },
     "eval": {
         "every_epochs": Field(int, 1, min=0, help="evaluate every K epochs while training (0 = off)"),
@@ -250,7 +255,23 @@ def validate(raw: dict[str, Any]) -> dict[str, Any]:
                         f"{cfg['data']['dataset']!r}: the 'gaussian_1d' dataset takes the "
                         "gaussian_1d models; image datasets take the others")
     cfg["tune"]["space"] = _check_space(raw.get("tune", {}).get("space", {}), cfg)
+    _check_stages(cfg)
     return cfg
+
+
+def _check_stages(cfg: dict) -> None:
+    stages = cfg["stages"]
+    if not stages:
+        raise UserError("stages = [] is not valid: name at least one of " + ", ".join(STAGES))
+    if len(set(stages)) != len(stages) or stages != sorted(stages, key=STAGES.index):
+        raise UserError(f"stages = {stages!r} is not valid: each stage once, in the order "
+                        + " -> ".join(STAGES))
+    needs = {"evaluate": ("train",), "register": ("train", "evaluate")}
+    for stage, required in needs.items():
+        missing = [r for r in required if stage in stages and r not in stages]
+        if missing:
+            raise UserError(f"stages: {stage!r} needs {' and '.join(map(repr, missing))} in "
+                            "the same pipeline (it reads their runs)")
 
 
 def _tunable_fields(cfg: dict) -> dict[str, Field]:
@@ -309,7 +330,8 @@ def _check_space(space: Any, cfg: dict) -> dict[str, dict]:
         item = {"min": low, "max": high, "log": log}
         if "step" in spec:
             item["step"] = _check_value(f"{where}.step", spec["step"],
-                                        Field(field.type, 0, min=0, min_exclusive=True))
+                                        Field(field.type, 0, min=1 if log else 0,
+                                              min_exclusive=True))
         out[name] = item
     return out
 
@@ -367,7 +389,14 @@ def apply_profile(raw: dict[str, Any], profile: str | None = None) -> dict[str, 
                         + ", ".join(repr(a) for a in allowed) + " (declared as [profiles.NAME] "
                         "in the pipeline file)." + closest(str(name), allowed))
     if name in profiles:
-        raw = _merge(raw, profiles[name])
+        chosen = profiles[name]
+        # a profile's search-space entry replaces the file's entry whole (not key by key)
+        for section, specs in chosen.get("tune", {}).get("space", {}).items():
+            base = raw.get("tune", {}).get("space", {}).get(section)
+            if isinstance(specs, dict) and isinstance(base, dict) and section in TUNABLE_SECTIONS:
+                for key in specs:
+                    base.pop(key, None)
+        raw = _merge(raw, chosen)
     raw["profile"] = name
     return raw
 

@@ -5,6 +5,11 @@
 - Several GPUs: ``MirroredStrategy`` over all of them.
 - Otherwise the default strategy: the one GPU, else the CPU.
 
+Precision (``train.precision``): ``auto`` picks ``mixed_bfloat16`` on GPUs that compute in
+bfloat16 natively (compute capability 8.0+: A100, H100), ``mixed_float16`` on older GPUs (7.x,
+with a ``LossScaleOptimizer`` around each optimizer) and ``float32`` on CPUs (see the README's
+benchmark for why). Mixed policies keep variables, samples and logits in float32.
+
 ``batch_size`` is always the GLOBAL batch: each of N replicas sees batch_size / N examples, Keras
 sums the replicas' gradients, so each replica's mean loss is divided by N (``scale_loss``), which
 makes the update the same as one device on the whole batch. Metrics are reported un-scaled.
@@ -12,18 +17,33 @@ makes the update the same as one device on the whole batch. Metrics are reported
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 
 import tensorflow as tf
 
 
+@functools.cache
 def strategy() -> tf.distribute.Strategy:
-    """The strategy for this process: multi-worker, multi-GPU or the default one."""
+    """The strategy for this process: multi-worker, multi-GPU or the default one. (With
+    ``TF_CONFIG``, call it at program start, before TensorFlow runs any op: the CLI does.)"""
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_chief() -> bool:
+    """False only for a worker that ``TF_CONFIG`` does not make the chief (index 0, or a
+    "chief" task): only the chief logs to MLflow and keeps checkpoints."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task") or {}
+    if task.get("type") in (None, "chief"):
+        return True
+    return task.get("type") == "worker" and task.get("index", 0) == 0 \
+        and "chief" not in config.get("cluster", {})
 
 
 def replicas() -> int:
@@ -35,3 +55,22 @@ def scale_loss(loss):
     """A replica's mean loss divided by the number of replicas (gradients are summed)."""
     n = replicas()
     return loss / n if n > 1 else loss
+
+
+def precision(setting: str = "auto") -> str:
+    """The dtype policy name ``train.precision`` resolves to on this machine."""
+    if setting != "auto":
+        return setting
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "float32"
+    major, minor = tf.config.experimental.get_device_details(gpus[0]).get(
+        "compute_capability", (0, 0))
+    if (major, minor) >= (8, 0):
+        return "mixed_bfloat16"
+    return "mixed_float16" if major >= 7 else "float32"
+
+
+def jit_compile(setting: str = "auto"):
+    """``train.jit_compile`` as Keras' ``compile(jit_compile=...)`` takes it."""
+    return {"auto": "auto", "on": True, "off": False}[setting]

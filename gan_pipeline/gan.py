@@ -73,6 +73,15 @@ class GAN(keras.Model):
 
     def sample_noise(self, batch_size):
         shape = (batch_size, *self.latent_shape)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # Under tf.distribute every replica shares the SeedGenerator's state: fold the
+            # replica id into the step's seed, or all replicas would draw the same noise.
+            seed = self.seed_generator.next()
+            seed = seed + ops.cast(ops.stack([0, replica.replica_id_in_sync_group]), seed.dtype)
+            if self.noise == "uniform":
+                return tf.random.stateless_uniform(shape, seed, 0.0, 1.0)
+            return tf.random.stateless_normal(shape, seed)
         if self.noise == "uniform":
             return keras.random.uniform(shape, 0.0, 1.0, seed=self.seed_generator)
         return keras.random.normal(shape, seed=self.seed_generator)
@@ -105,7 +114,8 @@ class GAN(keras.Model):
             real_logits = self.discriminator(real, training=True)
             fake_logits = self.discriminator(fake, training=True)
             d_loss = self.gan_loss.discriminator_loss(real_logits, fake_logits)
-            scaled = distribute.scale_loss(d_loss)  # / replicas: their gradients are summed
+            # / replicas (their gradients are summed); x the loss scale under float16
+            scaled = self.d_optimizer.scale_loss(distribute.scale_loss(d_loss))
         grads = tape.gradient(scaled, self.discriminator.trainable_weights)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
         return d_loss, real_logits, fake_logits
@@ -116,7 +126,7 @@ class GAN(keras.Model):
         with tf.GradientTape() as tape:
             generated = self.generator(z, training=True)
             g_loss = self.gan_loss.generator_loss(self.discriminator(generated, training=True))
-            scaled = distribute.scale_loss(g_loss)
+            scaled = self.g_optimizer.scale_loss(distribute.scale_loss(g_loss))
         grads = tape.gradient(scaled, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
         return g_loss, generated

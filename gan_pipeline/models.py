@@ -41,6 +41,12 @@ class DeviationFeatures(layers.Layer):
         return (*input_shape[:-1], None if n is None else 2 * n)
 
 
+# Output layers compute in float32 under any mixed-precision policy: samples and logits stay
+# float32 (stable losses, float32 saved generators), while the layers before them may use
+# bfloat16 or float16.
+OUT = "float32"
+
+
 def _leaky(slope: float) -> layers.Layer:
     return layers.LeakyReLU(negative_slope=slope)
 
@@ -54,14 +60,14 @@ def build_gaussian_1d(shape: tuple[int, ...], hp: dict[str, Any]):
     h = layers.Reshape((n, 1))(z)  # Dense on the last axis = the same small MLP for every point
     h = layers.Dense(hp["g_hidden"], activation="relu")(h)
     h = layers.Dense(hp["g_hidden"], activation="sigmoid")(h)
-    h = layers.Dense(1)(h)
-    generator = keras.Model(z, layers.Reshape((n,))(h), name="gaussian_1d_generator")
+    h = layers.Dense(1, dtype=OUT)(h)
+    generator = keras.Model(z, layers.Reshape((n,), dtype=OUT)(h), name="gaussian_1d_generator")
 
     x = keras.Input((n,), name="x")
     h = DeviationFeatures()(x)
     h = layers.Dense(hp["d_hidden"], activation="relu")(h)
     h = layers.Dense(hp["d_hidden"], activation="relu")(h)
-    discriminator = keras.Model(x, layers.Dense(1)(h), name="gaussian_1d_discriminator")
+    discriminator = keras.Model(x, layers.Dense(1, dtype=OUT)(h), name="gaussian_1d_discriminator")
     return generator, discriminator
 
 
@@ -73,15 +79,15 @@ def build_mlp(shape: tuple[int, ...], hp: dict[str, Any]):
         h = _leaky(hp["leaky_slope"])(layers.Dense(width, kernel_initializer=init)(h))
         if hp["batch_norm"]:
             h = layers.BatchNormalization(momentum=hp["bn_momentum"])(h)
-    h = layers.Dense(math.prod(shape), activation="tanh", kernel_initializer=init)(h)
-    generator = keras.Model(z, layers.Reshape(shape)(h), name=f"{hp['family']}_generator")
+    h = layers.Dense(math.prod(shape), activation="tanh", kernel_initializer=init, dtype=OUT)(h)
+    generator = keras.Model(z, layers.Reshape(shape, dtype=OUT)(h), name=f"{hp['family']}_generator")
 
     x = keras.Input(shape, name="x")
     h = layers.Flatten()(x)
     for width in hp["d_widths"]:
         h = _leaky(hp["leaky_slope"])(layers.Dense(width, kernel_initializer=init)(h))
         h = layers.Dropout(hp["dropout"])(h)
-    discriminator = keras.Model(x, layers.Dense(1, kernel_initializer=init)(h),
+    discriminator = keras.Model(x, layers.Dense(1, kernel_initializer=init, dtype=OUT)(h),
                                 name=f"{hp['family']}_discriminator")
     return generator, discriminator
 
@@ -100,7 +106,7 @@ def build_dcgan(shape: tuple[int, ...], hp: dict[str, Any]):
     h = layers.Conv2D(hp["g_filters"], k, padding="same", use_bias=False)(h)
     h = _leaky(slope)(layers.BatchNormalization(momentum=hp["bn_momentum"])(h))
     h = layers.UpSampling2D()(h)
-    out = layers.Conv2D(channels, k, padding="same", activation="tanh")(h)
+    out = layers.Conv2D(channels, k, padding="same", activation="tanh", dtype=OUT)(h)
     generator = keras.Model(z, out, name="dcgan_generator")
 
     x = keras.Input(shape, name="x")
@@ -109,7 +115,7 @@ def build_dcgan(shape: tuple[int, ...], hp: dict[str, Any]):
         h = layers.Conv2D(filters, k, strides=2, padding="same")(h)
         h = layers.Dropout(hp["dropout"])(_leaky(slope)(h))
     h = layers.Flatten()(h)
-    discriminator = keras.Model(x, layers.Dense(1)(h), name="dcgan_discriminator")
+    discriminator = keras.Model(x, layers.Dense(1, dtype=OUT)(h), name="dcgan_discriminator")
     return generator, discriminator
 
 

@@ -41,19 +41,21 @@ READS = {"prepare": (), "tune": ("prepare",), "train": ("prepare", "tune"),
 def stage_inputs(stage: str, cfg: dict) -> dict:
     """The settings a stage depends on (with its upstream run ids, this makes its key)."""
     if stage == "prepare":
-        return {"data": cfg["data"]}
+        return {"data": cfg["data"], "seed": cfg["seed"]}
     if stage == "tune":
         part = {k: cfg[k] for k in ("seed", "batch_size", "deterministic", "data", "model",
-                                     "train", "eval", "tune")}
-        return {**part, "grid_size": cfg["tracking"]["grid_size"]}
+                                     "train", "tune")}
+        return {**part, "grid_size": cfg["tracking"]["grid_size"],
+                "collapse_max_share": cfg["eval"]["collapse_max_share"]}
     if stage == "train":
         part = config_mod.training_part(cfg)
         tracked = {k: v for k, v in part["tracking"].items()
-                   if k not in ("uri", "experiment", "run_name")}
-        return {**part, "tracking": tracked}
+                   if k not in ("uri", "experiment", "run_name", "checkpoint_dir")}
+        evaluated = {k: v for k, v in part["eval"].items() if k != "final_n_samples"}
+        return {**part, "tracking": tracked, "eval": evaluated}
     if stage == "evaluate":
         return {"data": cfg["data"], "n": cfg["eval"]["final_n_samples"], "seed": cfg["seed"]}
-    return {"register": cfg["register"], "name": cfg["name"]}
+    return {"register": cfg["register"], "name": cfg["name"], "profile": cfg["profile"]}
 
 
 def stage_key(stage: str, cfg: dict, upstream: dict[str, str | None]) -> str:
@@ -86,12 +88,14 @@ class Pipeline:
     # -- lookups -------------------------------------------------------------------------------
 
     def _find(self, stage: str, key: str, statuses=("FINISHED",)):
-        runs = self.client.search_runs(
-            [self.experiment_id], f"tags.stage = '{stage}' and tags.stage_key = '{key}'",
-            order_by=["attributes.start_time DESC"], max_results=20)
-        for run in runs:
-            if run.info.status in statuses:
-                return run
+        """The newest run of ``stage`` with this key and one of ``statuses``, else None."""
+        for status in statuses:
+            runs = self.client.search_runs(
+                [self.experiment_id], f"tags.stage = '{stage}' and tags.stage_key = '{key}' "
+                f"and attributes.status = '{status}'",
+                order_by=["attributes.start_time DESC"], max_results=1)
+            if runs:
+                return runs[0]
         return None
 
     def _tags(self, stage: str, key: str) -> dict:
@@ -106,6 +110,12 @@ class Pipeline:
             if value is not None and value not in cfg["stages"]:
                 raise UserError(f"{flag} {value!r} is not one of this pipeline's stages: "
                                 f"{', '.join(cfg['stages'])}")
+        if only and force and STAGES.index(force) < STAGES.index(only):
+            raise UserError(f"--force {force} with --only {only}: {force!r} would not run; use "
+                            f"--only {force} --force {force} first, or drop --only")
+        if "register" in (only or cfg["stages"]) and not cfg["tracking"]["log_model"]:
+            raise UserError("the register stage needs tracking.log_model = true (it registers "
+                            "the logged generator); set it, or drop 'register' from stages")
         forced = set(STAGES[STAGES.index(force):]) if force else set()
         selected = [only] if only else list(cfg["stages"])
         if "tune" in selected and not cfg["tune"]["space"]:
@@ -152,8 +162,10 @@ class Pipeline:
             self.client.set_tag(self.parent_id, "failure", str(exc)[:5000])
             raise
         finally:
-            self._record(time.perf_counter() - started)
-            self.client.set_terminated(self.parent_id, status)
+            try:
+                self._record(time.perf_counter() - started)
+            finally:
+                self.client.set_terminated(self.parent_id, status)
             if status != "FINISHED":
                 print(f"Pipeline stopped ({status}); run the same command again to continue: "
                       "finished stages are reused, training resumes from its checkpoint and "
@@ -176,6 +188,7 @@ class Pipeline:
             raise UserError(f"stage {stage!r} has no finished run with these settings to reuse; "
                             f"run it first: {self.command} --only {stage} (or without --only)")
         print(f"[{stage}] running", flush=True)
+        self.forcing = force
         run_id, status, figures = getattr(self, f"_run_{stage}")(cfg, key, upstream)
         self.results[stage] = StageResult(stage, run_id, status, time.perf_counter() - started,
                                           key, figures)
@@ -209,12 +222,8 @@ class Pipeline:
         parent = self.client.get_run(self.parent_id)
         print(f"To review it, {tracking.run_link(parent)}", flush=True)
 
-    def _start(self, stage: str, key: str, reuse_unfinished: bool = False):
-        """The stage's child run; an unfinished one with the same key is continued."""
-        if reuse_unfinished:
-            old = self._find(stage, key, statuses=("RUNNING", "KILLED", "FAILED"))
-            if old is not None:
-                return mlflow.start_run(run_id=old.info.run_id)
+    def _start(self, stage: str, key: str):
+        """A new child run for ``stage`` under the parent run."""
         return mlflow.start_run(run_name=stage, parent_run_id=self.parent_id,
                                 tags=self._tags(stage, key))
 
@@ -246,10 +255,19 @@ class Pipeline:
     def _run_tune(self, cfg: dict, key: str, upstream: dict):
         from gan_pipeline import tuning
 
-        directory, project = _tuner_folder(cfg), key[:16]
-        with self._start("tune", key, reuse_unfinished=True) as run:
-            resumed = (directory / project).exists()
+        directory = _tuner_folder(cfg)
+        # An unfinished search with the same inputs continues (unless --force); its Keras Tuner
+        # project is named by the tag of its run.
+        old = None if self.forcing else self._find(
+            "tune", key, statuses=("RUNNING", "KILLED", "FAILED"))
+        resumed = old is not None
+        context = (mlflow.start_run(run_id=old.info.run_id) if resumed else
+                   mlflow.start_run(run_name="tune", parent_run_id=self.parent_id,
+                                    tags=self._tags("tune", key)))
+        with context as run:
+            project = run.data.tags.get("tuner_project") or f"{key[:12]}-{run.info.run_id[:8]}"
             if not resumed:
+                mlflow.set_tag("tuner_project", project)
                 mlflow.log_params({"tuner": cfg["tune"]["tuner"],
                                    "max_trials": cfg["tune"]["max_trials"],
                                    "epochs_per_trial": cfg["tune"]["epochs"],
@@ -271,7 +289,11 @@ class Pipeline:
         from gan_pipeline import checkpoints
         from gan_pipeline.train import train
 
-        directory = checkpoints.folder(cfg["tracking"]["checkpoint_dir"], cfg["name"])
+        # Its own checkpoint folder per key: `gan-pipeline train`, other profiles and other
+        # settings never overwrite it, and what is in it always fits these settings.
+        root = str(Path(cfg["tracking"]["checkpoint_dir"]) / f"{cfg['name']}-pipeline" / key[:16])
+        cfg = {**cfg, "tracking": {**cfg["tracking"], "checkpoint_dir": root}}
+        directory = checkpoints.folder(root, cfg["name"])
         resume = False
         try:
             state = checkpoints.read_state(directory)
@@ -279,13 +301,13 @@ class Pipeline:
             state = None
         if state and state["epoch"] < cfg["epochs"]:
             try:
-                old = self.client.get_run(state["run_id"])
-                resume = (old.data.tags.get("stage_key") == key
-                          and old.info.status != "FINISHED")
+                resume = self.client.get_run(state["run_id"]).info.status != "FINISHED"
             except mlflow.exceptions.MlflowException:
                 resume = False
         tags = {**self._tags("train", key),
                 **{f"{s}_run_id": rid for s, rid in upstream.items() if rid}}
+        if not cfg["tracking"]["run_name"]:  # named after its stage, like the other stages
+            cfg = {**cfg, "tracking": {**cfg["tracking"], "run_name": "train"}}
         verbose = self.verbose if sys.stdout.isatty() else 2  # logs: a line per epoch, no bar
         result = train(cfg, verbose=verbose, resume=resume, parent_run_id=self.parent_id,
                        tags=tags, resume_command=self.command)
@@ -332,11 +354,16 @@ class Pipeline:
         evaluated = self.client.get_run(upstream["evaluate"]).data.metrics
         value = evaluated[f"quality/{objective}"]
         name = cfg["register"]["model_name"] or cfg["name"]
+        # Quick runs compete among themselves: they are judged on fewer samples, and the
+        # Frechet distance depends on the sample count.
+        alias = cfg["register"]["alias"]
+        if cfg["profile"] != "full":
+            alias = f"{alias}-{cfg['profile']}"
         with self._start("register", key) as run:
             decision = tracking.register_generator(
-                model_uri, name, cfg["register"]["alias"], objective, value,
+                model_uri, name, alias, objective, value,
                 tags={"train_run_id": upstream["train"], "pipeline": cfg["name"],
-                      "profile": cfg["profile"]})
+                      "profile": cfg["profile"], "n": str(cfg["eval"]["final_n_samples"])})
             mlflow.log_params({"model_name": name, "version": decision["version"],
                                "alias": decision["alias"], "model_uri": model_uri})
             mlflow.set_tag("champion", str(decision["champion"]).lower())
@@ -365,7 +392,8 @@ class Pipeline:
         key = stage_key("tune", self.cfg, upstream)
         wait = float(os.environ.get("GAN_PIPELINE_WORKER_WAIT", "600"))
         deadline = time.monotonic() + wait
-        while (tune := self._find("tune", key, statuses=("RUNNING",))) is None:
+        while (tune := self._find("tune", key, statuses=("RUNNING",))) is None \
+                or "tuner_project" not in tune.data.tags:
             if time.monotonic() > deadline:
                 raise UserError(f"tuner worker {tuner_id}: no running tune stage with these "
                                 f"settings appeared in {wait:.0f} s; start the chief "
@@ -373,7 +401,8 @@ class Pipeline:
             time.sleep(2)
         print(f"Tuner worker {tuner_id}: trials nest under tune run {tune.info.run_id}",
               flush=True)
-        tuning.search(self.cfg, _tuner_folder(self.cfg), key[:16], tune.info.run_id, worker=True)
+        tuning.search(self.cfg, _tuner_folder(self.cfg), tune.data.tags["tuner_project"],
+                      tune.info.run_id, worker=True)
         print(f"Tuner worker {tuner_id}: the chief reports no more trials; done", flush=True)
         return {}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -32,17 +33,28 @@ def build_gan(cfg: dict, shape: tuple[int, ...]) -> GAN:
     """The compiled GAN a config describes, for samples of ``shape``."""
     model_cfg = dict(cfg["model"])
     family_name = model_cfg.pop("name")
-    generator, discriminator = models.build(family_name, shape, **model_cfg)
-    gan = GAN(generator, discriminator, noise=models.get_family(family_name).noise,
-              seed=cfg["seed"], ema_decay=cfg["train"]["ema_decay"], name=f"{family_name}_gan")
     t = cfg["train"]
+    policy = distribute.precision(t["precision"])
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)  # only while the networks are built
+    try:
+        generator, discriminator = models.build(family_name, shape, **model_cfg)
+        gan = GAN(generator, discriminator, noise=models.get_family(family_name).noise,
+                  seed=cfg["seed"], ema_decay=t["ema_decay"], name=f"{family_name}_gan")
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+    def adam(learning_rate):
+        optimizer = keras.optimizers.Adam(learning_rate, beta_1=t["beta_1"], beta_2=t["beta_2"])
+        # float16 gradients underflow without loss scaling; one scaler per network
+        return (keras.optimizers.LossScaleOptimizer(optimizer) if policy == "mixed_float16"
+                else optimizer)
+
     gan.compile(
-        d_optimizer=keras.optimizers.Adam(t["d_learning_rate"], beta_1=t["beta_1"],
-                                          beta_2=t["beta_2"]),
-        g_optimizer=keras.optimizers.Adam(t["g_learning_rate"], beta_1=t["beta_1"],
-                                          beta_2=t["beta_2"]),
+        d_optimizer=adam(t["d_learning_rate"]), g_optimizer=adam(t["g_learning_rate"]),
         loss=t["loss"], label_smoothing=t["label_smoothing"],
-        d_steps=t["d_steps"], g_steps=t["g_steps"],
+        d_steps=t["d_steps"], g_steps=t["g_steps"], jit_compile=distribute.jit_compile(
+            t["jit_compile"]),
     )
     return gan
 
@@ -170,6 +182,13 @@ def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
     ``parent_run_id`` nests the run (the pipeline's train stage); ``tags`` are set on it.
     The GAN is built under ``distribute.strategy()``: one device, several GPUs, or workers.
     """
+    if not distribute.is_chief():
+        # Multi-worker training: every worker runs this, only the chief records. The others
+        # log to a private throwaway store and folder (their copies of the same weights).
+        scratch = tempfile.mkdtemp(prefix="gan-pipeline-worker-")
+        cfg = {**cfg, "tracking": {**cfg["tracking"], "uri": f"sqlite:///{scratch}/mlflow.db",
+                                   "checkpoint_dir": scratch, "log_model": False}}
+        print(f"note: not the chief worker; logging to {scratch} (discarded)", flush=True)
     directory = checkpoints.folder(cfg["tracking"]["checkpoint_dir"], cfg["name"])
     try:
         state = checkpoints.read_state(directory)
@@ -243,6 +262,8 @@ def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
             params = config_mod.flatten(config_mod.training_part(cfg))
             params.update({
                 "resolved.replicas": strategy.num_replicas_in_sync,
+                "resolved.precision": distribute.precision(cfg["train"]["precision"]),
+                "resolved.jit_compile": bool(gan.jit_compile),
                 "resolved.strategy": type(strategy).__name__,
                 "resolved.steps_per_epoch": steps,
                 "resolved.sample_shape": list(data.shape),

@@ -51,7 +51,8 @@ def declare(hp: kt.HyperParameters, space: dict) -> None:
                 values = [json.dumps(v) for v in values]
             hp.Choice(name, values)
         elif isinstance(spec["min"], int):
-            hp.Int(name, spec["min"], spec["max"], step=spec.get("step", 1),
+            step = spec.get("step", None if spec["log"] else 1)  # log: a multiplier, > 1
+            hp.Int(name, spec["min"], spec["max"], step=step,
                    sampling="log" if spec["log"] else "linear")
         else:
             hp.Float(name, spec["min"], spec["max"], step=spec.get("step"),
@@ -89,7 +90,12 @@ class GANHyperModel(kt.HyperModel):
 
         cfg = self.trial_config(hp)
         keras.utils.set_random_seed(cfg["seed"])
-        return build_gan(cfg, self.shape)
+        gan = build_gan(cfg, self.shape)
+        # Built optimizers have variables, so a trial Hyperband continues gets back its Adam
+        # moments and step counts with the weights (unbuilt ones would be skipped on load).
+        gan.d_optimizer.build(gan.discriminator.trainable_variables)
+        gan.g_optimizer.build(gan.generator.trainable_variables)
+        return gan
 
     def fit(self, hp, model, *args, callbacks=None, epochs=None, initial_epoch=0, **kwargs):
         from gan_pipeline.train import RunControl
@@ -196,7 +202,13 @@ def search(cfg: dict, directory: Path, project: str, parent_run_id: str,
     shape = data_mod.from_config(cfg).shape
     hypermodel = GANHyperModel(cfg, shape, evaluator, parent_run_id)
     tuner = make_tuner(cfg, hypermodel, directory, project)
-    tuner.search()
+    try:
+        tuner.search()
+    except RuntimeError as exc:  # Keras Tuner's "Number of consecutive failures exceeded"
+        if "consecutive failures" not in str(exc):
+            raise
+        print(f"search stopped: {cfg['tune']['max_failed_trials']} trials in a row failed "
+              "(tune.max_failed_trials)", flush=True)
     return None if worker else summary(tuner, cfg)
 
 

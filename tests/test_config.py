@@ -154,6 +154,23 @@ class PipelineSettingsTest(tf.test.TestCase):
             with self.assertRaisesRegex(UserError, message):
                 config.validate({"tune": {"space": space}})
 
+    def test_stages_run_once_in_order_with_what_they_read(self):
+        for stages, message in (([], r"name at least one"),
+                                (["train", "prepare"], r"each stage once, in the order"),
+                                (["train", "train"], r"each stage once"),
+                                (["prepare", "evaluate"], r"'evaluate' needs 'train'"),
+                                (["train", "register"], r"'register' needs 'evaluate'")):
+            with self.assertRaisesRegex(UserError, message):
+                config.validate({"stages": stages})
+        self.assertEqual(config.validate({"stages": ["tune"]})["stages"], ["tune"])
+
+    def test_a_profile_replaces_a_search_range_whole(self):
+        raw = {"tune": {"space": {"train": {"beta_1": {"min": 0.1, "max": 0.9}}}},
+               "profiles": {"small": {"tune": {"space": {"train": {"beta_1": {
+                   "values": [0.5]}}}}}}}
+        cfg = config.validate({**raw, "profile": "small"})
+        self.assertEqual(cfg["tune"]["space"]["train.beta_1"], {"values": [0.5]})
+
     def test_stage_and_tuner_names_are_checked(self):
         with self.assertRaisesRegex(UserError, r"'trian' is not one of.*Did you mean 'train'"):
             config.validate({"stages": ["prepare", "trian"]})

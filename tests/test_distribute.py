@@ -41,8 +41,13 @@ def one_step(strategy):
             "d_loss": history.history["d_loss"][0], "g_loss": history.history["g_loss"][0],
             "finite": bool(all(np.isfinite(w.numpy()).all() for w in gan.weights))}
 
-print(json.dumps([one_step(tf.distribute.get_strategy()),
-                  one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]))
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with mirrored.scope():
+    g, d = models.build("mlp", (4, 4, 1), latent_dim=4, g_widths=[8], d_widths=[8])
+    gan = GAN(g, d, seed=0)
+noise = mirrored.experimental_local_results(mirrored.run(lambda: gan.sample_noise(8)))
+same_noise = bool(np.allclose(noise[0].numpy(), noise[1].numpy()))
+print(json.dumps([one_step(tf.distribute.get_strategy()), one_step(mirrored), same_noise]))
 '''
 
 
@@ -51,7 +56,8 @@ class MirroredStrategyTest(tf.test.TestCase):
         out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True,
                              text=True, timeout=300)
         self.assertEqual(out.returncode, 0, out.stderr[-3000:])
-        single, mirrored = json.loads(out.stdout.strip().splitlines()[-1])
+        single, mirrored, same_noise = json.loads(out.stdout.strip().splitlines()[-1])
+        self.assertFalse(same_noise, "each replica draws its own noise")
         self.assertEqual((single["replicas"], mirrored["replicas"]), (1, 2))
         self.assertTrue(single["finite"] and mirrored["finite"])
         # Unscaled per-replica losses would sum to twice the gradient (a ratio near 2).

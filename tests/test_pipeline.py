@@ -111,10 +111,18 @@ class PipelineRunTest(tf.test.TestCase):
             self.assertNotEqual(third["train"].run_id, first["train"].run_id)
             self.assertEqual(len(client.search_model_versions("name = 'gaussian_1d'")), 2)
 
+            # --force tune searches again, in a new Keras Tuner project, with new trials
+            tuned = Pipeline(tiny_1d(), verbose=0).run(only="tune", force="tune")
+            self.assertEqual(tuned["tune"].status, "ran")
+            self.assertNotEqual(tuned["tune"].run_id, first["tune"].run_id)
+            self.assertEqual(len(children(client, runs["tune"].info.experiment_id,
+                                          tuned["tune"].run_id)), 2)
+
             # a changed training setting makes train stale but keeps prepare and tune
             fourth = Pipeline(tiny_1d("epochs=3"), verbose=0).run(only="train")
             self.assertEqual({s: r.status for s, r in fourth.items()},
                              {"prepare": "reused", "tune": "reused", "train": "ran"})
+            self.assertEqual(fourth["tune"].run_id, tuned["tune"].run_id, "the newest search")
 
     def test_only_needs_finished_upstream_stages(self):
         with TempWorkdir():
@@ -201,7 +209,9 @@ class TuningTest(tf.test.TestCase):
 
     def test_diverging_trials_stop_and_are_marked_failed(self):
         with TempWorkdir() as work:
-            cfg = tiny_1d("tune.max_trials=2", "tune.max_failed_trials=5")
+            # max_failed_trials=1: Keras Tuner gives up after the first failure (with a
+            # RuntimeError the search turns into a clear message)
+            cfg = tiny_1d("tune.max_trials=3", "tune.max_failed_trials=1")
             cfg["tune"]["space"] = {"train.d_learning_rate": {"values": [1e30]},
                                     "train.g_learning_rate": {"values": [1e30]}}
             from gan_pipeline.errors import UserError
@@ -220,11 +230,13 @@ class TuningTest(tf.test.TestCase):
         hp = kt.HyperParameters()
         space = {"model.d_filters": {"values": [[4, 8], [8, 16]]},
                  "train.d_steps": {"min": 1, "max": 3, "log": False},
+                 "model.g_hidden": {"min": 8, "max": 64, "log": True},
                  "train.beta_1": {"min": 0.1, "max": 0.9, "log": False}}
         tuning.declare(hp, space)
         values = tuning.chosen(hp, space)
         self.assertEqual(values["model.d_filters"], [4, 8])
         self.assertIsInstance(values["train.d_steps"], int)
+        self.assertBetween(values["model.g_hidden"], 8, 64)
         self.assertBetween(values["train.beta_1"], 0.1, 0.9)
 
 
