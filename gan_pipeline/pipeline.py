@@ -84,6 +84,7 @@ class Pipeline:
         self.experiment_id = ""
         self.parent_id = ""
         self.results: dict[str, StageResult] = {}
+        self.forcing = False  # whether the stage being run was forced (--force)
 
     # -- lookups -------------------------------------------------------------------------------
 
