@@ -266,6 +266,7 @@ class DistributedTuningTest(tf.test.TestCase):
             outs = {k: p.communicate(timeout=600)[0] for k, p in procs.items()}
             for tuner_id, proc in procs.items():
                 self.assertEqual(proc.returncode, 0, f"{tuner_id}:\n{outs[tuner_id][-3000:]}")
+            mlflow.set_tracking_uri(work.uri)  # artifacts below are read through it
             client = mlflow.MlflowClient(work.uri)
             experiment = client.get_experiment_by_name("gaussian_1d").experiment_id
             tune = client.search_runs([experiment], "tags.stage = 'tune'")
