@@ -122,8 +122,7 @@ def run_evaluate(args) -> None:
                      "model": {"name": "gaussian_1d"}} if one_d else {})
         cfg = config.validate(config.apply_overrides(defaults, args.overrides))
     judge = evaluation.GeneratorEvaluator(cfg, n=args.n, seed=args.seed)
-    result = {"model": args.model, "n": args.n, "seed": args.seed, **judge.describe(),
-              "figures": judge(generator), "real_vs_real_floor": judge.floor()}
+    result = judge.report(generator, args.model)
     if run_id:
         tracking.log_evaluation(run_id, result)
         result["logged_to_run"] = run_id

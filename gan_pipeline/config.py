@@ -345,24 +345,12 @@ def with_values(cfg: dict, values: dict[str, Any]) -> dict:
     """``cfg`` with dotted settings replaced (``{"train.beta_1": 0.0}``), validated again."""
     raw = copy.deepcopy(cfg)
     for key, value in values.items():
-        node = raw
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    raw["tune"]["space"] = _nest(raw["tune"]["space"])  # validated flat; validate() reads it nested
+        _set_dotted(raw, key.split("."), value)
+    nested: dict[str, Any] = {}  # the space is validated flat; validate() reads it nested
+    for key, spec in raw["tune"]["space"].items():
+        _set_dotted(nested, key.split("."), spec)
+    raw["tune"]["space"] = nested
     return validate(raw)
-
-
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = nested
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return nested
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -422,14 +410,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     raw = copy.deepcopy(raw)
     for item in overrides or []:
         path, value = parse_override(item)
-        node = raw
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise UserError(f"--set {item!r}: {part!r} is a value, not a table")
-            node = child
-        node[path[-1]] = value
+        _set_dotted(raw, path, value, f"--set {item!r}")
     return raw
+
+
+def _set_dotted(raw: dict, path: list[str], value: Any, where: str = "") -> None:
+    """``raw[path[0]][path[1]]... = value``, creating the tables on the way."""
+    node = raw
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"{where}: {part!r} is a value, not a table")
+    node[path[-1]] = value
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:

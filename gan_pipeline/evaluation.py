@@ -189,6 +189,12 @@ def evaluate_1d(samples: np.ndarray, mean: float, std: float, n_points: int = 10
     return metrics.gaussian_fit(values, mean, std)
 
 
+def objective_name(cfg: dict) -> str:
+    """The headline figure for ``cfg``'s data (lower is better): the KS statistic for the 1-D
+    GAN, the Frechet distance for images. Searches minimise it; the registry compares it."""
+    return "ks" if cfg["data"]["dataset"] == data_mod.GAUSSIAN_1D else "frechet_distance"
+
+
 class GeneratorEvaluator:
     """Judges generators for the data a validated config trains on: ``evaluator(generator)``.
 
@@ -245,6 +251,12 @@ class GeneratorEvaluator:
             real = rng.normal(self.data["mean"], self.data["std"], self.n)
             return evaluate_1d(real, self.data["mean"], self.data["std"], self.n)
         return self.images.floor(n=10_000, seed=self.seed)
+
+    def report(self, generator: keras.Model, model: str) -> dict:
+        """The full evaluation of ``generator`` (named ``model``) as one JSON-ready dict: the
+        settings, the figures and the real-vs-real floor beside them."""
+        return {"model": model, "n": self.n, "seed": self.seed, **self.describe(),
+                "figures": self(generator), "real_vs_real_floor": self.floor()}
 
     def describe(self) -> dict:
         if self.one_d:

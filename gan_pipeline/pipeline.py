@@ -30,7 +30,7 @@ import mlflow
 from gan_pipeline import __version__
 from gan_pipeline import config as config_mod
 from gan_pipeline import data as data_mod
-from gan_pipeline import tracking
+from gan_pipeline import evaluation, tracking
 from gan_pipeline.errors import UserError
 
 STAGES = config_mod.STAGES
@@ -85,6 +85,7 @@ class Pipeline:
         self.parent_id = ""
         self.results: dict[str, StageResult] = {}
         self.forcing = False  # whether the stage being run was forced (--force)
+        self._tuned: dict | None = None  # the config with the search's best settings
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -201,8 +202,10 @@ class Pipeline:
         tune = self.results.get("tune")
         if stage in ("prepare", "tune") or tune is None:
             return self.cfg
-        best = mlflow.artifacts.load_dict(f"runs:/{tune.run_id}/best_hyperparameters.json")
-        return config_mod.with_values(self.cfg, best["values"])
+        if self._tuned is None:  # read once: train, evaluate and register all use it
+            best = mlflow.artifacts.load_dict(f"runs:/{tune.run_id}/best_hyperparameters.json")
+            self._tuned = config_mod.with_values(self.cfg, best["values"])
+        return self._tuned
 
     def _record(self, seconds: float) -> None:
         table = {s: {"run_id": r.run_id, "status": r.status, "seconds": round(r.seconds, 1),
@@ -231,7 +234,6 @@ class Pipeline:
     # -- stages --------------------------------------------------------------------------------
 
     def _run_prepare(self, cfg: dict, key: str, upstream: dict):
-        from gan_pipeline import evaluation
 
         with self._start("prepare", key) as run:
             profile, dataset = _profile_data(cfg)
@@ -272,7 +274,7 @@ class Pipeline:
                 mlflow.log_params({"tuner": cfg["tune"]["tuner"],
                                    "max_trials": cfg["tune"]["max_trials"],
                                    "epochs_per_trial": cfg["tune"]["epochs"],
-                                   "objective": tuning.objective_name(cfg),
+                                   "objective": evaluation.objective_name(cfg),
                                    "prepare_run_id": upstream.get("prepare")})
                 mlflow.log_dict(cfg["tune"]["space"], "search_space.json")
             result = tuning.search(cfg, directory, project, run.info.run_id)
@@ -312,30 +314,22 @@ class Pipeline:
         verbose = self.verbose if sys.stdout.isatty() else 2  # logs: a line per epoch, no bar
         result = train(cfg, verbose=verbose, resume=resume, parent_run_id=self.parent_id,
                        tags=tags, resume_command=self.command)
-        from gan_pipeline.tuning import objective_name
-
-        name = f"eval/{objective_name(cfg)}"
+        name = f"eval/{evaluation.objective_name(cfg)}"
         last = {name: result.history[name][-1]} if result.history.get(name) else {}
         return result.run_id, "resumed" if resume else "ran", last
 
     def _run_evaluate(self, cfg: dict, key: str, upstream: dict):
-        from gan_pipeline import evaluation, sampling
+        from gan_pipeline import sampling
 
         train_id = upstream["train"]
-        n = cfg["eval"]["final_n_samples"]
         with self._start("evaluate", key) as run:
             generator = sampling.load_generator(train_id)
-            judge = evaluation.GeneratorEvaluator(cfg, n=n, seed=0)
-            result = {"model": train_id, "n": n, "seed": 0, **judge.describe(),
-                      "figures": judge(generator), "real_vs_real_floor": judge.floor()}
+            judge = evaluation.GeneratorEvaluator(cfg, n=cfg["eval"]["final_n_samples"], seed=0)
+            result = judge.report(generator, train_id)
             mlflow.log_param("train_run_id", train_id)
-            mlflow.log_metrics({f"quality/{k}": float(v) for k, v in result["figures"].items()
-                                if isinstance(v, (int, float))})
-            mlflow.log_dict(result, "evaluation.json")
-        tracking.log_evaluation(train_id, result)  # the train run carries its figures too
-        from gan_pipeline.tuning import objective_name
-
-        name = objective_name(cfg)
+        for run_id in (run.info.run_id, train_id):  # the train run carries its figures too
+            tracking.log_evaluation(run_id, result)
+        name = evaluation.objective_name(cfg)
         figures = {name: result["figures"][name]}
         for extra in ("precision", "recall", "class_min_share", "class_max_share",
                       "abs_mean_error", "abs_std_error"):
@@ -344,14 +338,12 @@ class Pipeline:
         return run.info.run_id, "ran", figures
 
     def _run_register(self, cfg: dict, key: str, upstream: dict):
-        from gan_pipeline.tuning import objective_name
-
         train_run = self.client.get_run(upstream["train"])
         model_uri = train_run.data.tags.get("generator_model_uri")
         if not model_uri:
             raise UserError("the register stage needs the generator logged as an MLflow model: "
                             "set tracking.log_model = true (or drop 'register' from stages)")
-        objective = objective_name(cfg)
+        objective = evaluation.objective_name(cfg)
         evaluated = self.client.get_run(upstream["evaluate"]).data.metrics
         value = evaluated[f"quality/{objective}"]
         name = cfg["register"]["model_name"] or cfg["name"]

@@ -33,12 +33,8 @@ import mlflow
 from gan_pipeline import config as config_mod
 from gan_pipeline import data as data_mod
 from gan_pipeline import evaluation, sampling, tracking
+from gan_pipeline.evaluation import objective_name
 from gan_pipeline.errors import UserError
-
-
-def objective_name(cfg: dict) -> str:
-    """The figure a search minimises: KS for the 1-D GAN, the Frechet distance for images."""
-    return "ks" if cfg["data"]["dataset"] == data_mod.GAUSSIAN_1D else "frechet_distance"
 
 
 def declare(hp: kt.HyperParameters, space: dict) -> None:
