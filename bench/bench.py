@@ -28,7 +28,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from gan_pipeline import config, data, models  # noqa: E402
+from gan_pipeline import config, data, distribute, models  # noqa: E402
 from gan_pipeline.train import build_gan  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,8 +194,10 @@ def main() -> int:
             per_step[f"c[{variant}]"] = timed(ours(vcfg, stream), args.steps, args.repeats)
         rate = {k: args.batch_size / v for k, v in per_step.items()}
         wait = max(0.0, 1 - per_step["c_no_input"] / per_step["c"])
-        rows.append((name, rate, wait))
-        print(f"{name}: a {rate['a']:.0f}, b {rate['b']:.0f}, c {rate['c']:.0f} samples/s; "
+        resolved = distribute.precision(cfg["train"]["precision"], train_data.shape)
+        rows.append((name, rate, wait, resolved))
+        print(f"{name}: a {rate['a']:.0f}, b {rate['b']:.0f}, c {rate['c']:.0f} samples/s "
+              f"({resolved}); "
               f"c/a {rate['c'] / rate['a']:.2f}, c/b {rate['c'] / rate['b']:.2f}; input "
               f"{rate['input']:.0f} samples/s; waiting for input {wait:.1%}", flush=True)
         for variant in args.variant:
@@ -207,8 +209,8 @@ def main() -> int:
     print("| model | (a) tutorial loop | (b) keras.io train_step | (c) gan-pipeline | c/a | c/b "
           "| input pipeline alone | step share waiting for input |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, rate, wait in rows:
-        print(f"| {name} | {rate['a']:.0f}/s | {rate['b']:.0f}/s | {rate['c']:.0f}/s | "
+    for name, rate, wait, resolved in rows:
+        print(f"| {name} | {rate['a']:.0f}/s | {rate['b']:.0f}/s | {rate['c']:.0f}/s ({resolved}) | "
               f"{rate['c'] / rate['a']:.2f} | {rate['c'] / rate['b']:.2f} | "
               f"{rate['input']:.0f}/s | {wait:.1%} |")
     if not args.no_memory:

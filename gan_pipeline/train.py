@@ -34,7 +34,7 @@ def build_gan(cfg: dict, shape: tuple[int, ...]) -> GAN:
     model_cfg = dict(cfg["model"])
     family_name = model_cfg.pop("name")
     t = cfg["train"]
-    policy = distribute.precision(t["precision"])
+    policy = distribute.precision(t["precision"], shape)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)  # only while the networks are built
     try:
@@ -262,7 +262,7 @@ def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
             params = config_mod.flatten(config_mod.training_part(cfg))
             params.update({
                 "resolved.replicas": strategy.num_replicas_in_sync,
-                "resolved.precision": distribute.precision(cfg["train"]["precision"]),
+                "resolved.precision": distribute.precision(cfg["train"]["precision"], data.shape),
                 "resolved.jit_compile": bool(gan.jit_compile),
                 "resolved.strategy": type(strategy).__name__,
                 "resolved.steps_per_epoch": steps,

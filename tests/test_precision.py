@@ -86,8 +86,10 @@ class PrecisionTest(tf.test.TestCase):
         self.assertEqual(keras.config.dtype_policy().name, "float32")
 
     def test_auto_resolves_by_device(self):
-        expected = "float32" if not tf.config.list_physical_devices("GPU") else None
-        if expected:
-            self.assertEqual(distribute.precision("auto"), "float32")
+        if not tf.config.list_physical_devices("GPU"):
+            # CPUs: bfloat16 for images where the CPU has bfloat16 instructions; never for 1-D
+            images = "mixed_bfloat16" if distribute.cpu_has_bf16() else "float32"
+            self.assertEqual(distribute.precision("auto", (28, 28, 1)), images)
+            self.assertEqual(distribute.precision("auto", (100,)), "float32")
         self.assertEqual(distribute.precision("mixed_float16"), "mixed_float16")
         self.assertEqual(distribute.jit_compile("on"), True)
