@@ -3,6 +3,7 @@ float32 samples and logits, and a saved generator that loads in safe mode and ou
 
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import keras
 import numpy as np
@@ -87,9 +88,19 @@ class PrecisionTest(tf.test.TestCase):
 
     def test_auto_resolves_by_device(self):
         if not tf.config.list_physical_devices("GPU"):
-            # CPUs: bfloat16 for images where the CPU has bfloat16 instructions; never for 1-D
-            images = "mixed_bfloat16" if distribute.cpu_has_bf16() else "float32"
-            self.assertEqual(distribute.precision("auto", (28, 28, 1)), images)
-            self.assertEqual(distribute.precision("auto", (100,)), "float32")
-        self.assertEqual(distribute.precision("mixed_float16"), "mixed_float16")
+            # CPUs: bfloat16 for images only where the CPU has bfloat16 instructions; 1-D never
+            for has_bf16, images in ((True, "mixed_bfloat16"), (False, "float32")):
+                with mock.patch.object(distribute, "cpu_has_bf16", return_value=has_bf16):
+                    self.assertEqual(distribute.precision("auto", (28, 28, 1)), images)
+                    self.assertEqual(distribute.precision("auto", (100,)), "float32")
+        self.assertEqual(distribute.precision("mixed_float16", (100,)), "mixed_float16")
         self.assertEqual(distribute.jit_compile("on"), True)
+
+    def test_cpu_bf16_flags_are_read_from_cpuinfo(self):
+        cpuinfo = "processor : 0\nflags : fpu sse avx512f {}\n"
+        for flag, expected in (("avx512_bf16", True), ("amx_bf16", True), ("avx512_vnni", False)):
+            distribute.cpu_has_bf16.cache_clear()
+            with mock.patch.object(distribute.Path, "read_text",
+                                   return_value=cpuinfo.format(flag)):
+                self.assertEqual(distribute.cpu_has_bf16(), expected, flag)
+        distribute.cpu_has_bf16.cache_clear()
