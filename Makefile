@@ -42,7 +42,7 @@ train: install
 	$(BIN)/gan-pipeline train --config $(PIPELINE) $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q tests $(ARGS)
+	$(BIN)/python -m pytest -q --durations=10 tests $(ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests $(ARGS)
