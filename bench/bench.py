@@ -208,7 +208,7 @@ def main() -> int:
                                                   args.repeats)
         rate = {k: args.batch_size / v for k, v in per_step.items()}
         wait = max(0.0, 1 - per_step["c_no_input"] / per_step["c"])
-        resolved = distribute.precision(cfg["train"]["precision"], train_data.shape)
+        resolved = distribute.precision(cfg["train"]["precision"], shape)
         rows.append((name, rate, wait, resolved))
         print(f"{name}: a {rate['a']:.0f}, b {rate['b']:.0f}, c {rate['c']:.0f} samples/s "
               f"({resolved}); "

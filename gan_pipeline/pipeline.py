@@ -234,7 +234,6 @@ class Pipeline:
     # -- stages --------------------------------------------------------------------------------
 
     def _run_prepare(self, cfg: dict, key: str, upstream: dict):
-
         with self._start("prepare", key) as run:
             profile, dataset = _profile_data(cfg)
             mlflow.log_input(dataset, context="training",

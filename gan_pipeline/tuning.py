@@ -33,7 +33,6 @@ import mlflow
 from gan_pipeline import config as config_mod
 from gan_pipeline import data as data_mod
 from gan_pipeline import evaluation, sampling, tracking
-from gan_pipeline.evaluation import objective_name
 from gan_pipeline.errors import UserError
 
 
@@ -74,7 +73,7 @@ class GANHyperModel(kt.HyperModel):
         self.cfg, self.shape, self.evaluator = cfg, shape, evaluator
         self.parent_run_id = parent_run_id
         self.space = cfg["tune"]["space"]
-        self.objective = objective_name(cfg)
+        self.objective = evaluation.objective_name(cfg)
         self.trial = None  # the trial being run; set by the tuner (see ``_GANTunerMixin``)
 
     def trial_config(self, hp: kt.HyperParameters) -> dict:
@@ -176,7 +175,8 @@ def make_tuner(cfg: dict, hypermodel: GANHyperModel, directory: Path, project: s
     """The Keras Tuner ``tune.tuner`` names, minimising the quality figure; it reloads its state
     from ``directory/project`` when that exists (a rerun continues the search)."""
     t = cfg["tune"]
-    common = dict(hypermodel=hypermodel, objective=kt.Objective(objective_name(cfg), "min"),
+    objective = kt.Objective(evaluation.objective_name(cfg), "min")
+    common = dict(hypermodel=hypermodel, objective=objective,
                   seed=cfg["seed"], directory=str(directory), project_name=project,
                   overwrite=False, max_consecutive_failed_trials=t["max_failed_trials"])
     if t["tuner"] == "hyperband":
@@ -210,7 +210,7 @@ def search(cfg: dict, directory: Path, project: str, parent_run_id: str,
 
 def summary(tuner, cfg: dict) -> dict:
     """What the search found: the best trial's settings and every trial's outcome."""
-    name = objective_name(cfg)
+    name = evaluation.objective_name(cfg)
     trials = []
     for trial in tuner.oracle.trials.values():
         score = trial.score if trial.score is not None else None
