@@ -58,14 +58,21 @@ class GAN(keras.Model):
         self.built = True  # both networks are built functional models
 
     def compile(self, d_optimizer, g_optimizer, loss: str = "non_saturating",
-                label_smoothing: float = 1.0, d_steps: int = 1, g_steps: int = 1, **kwargs):
+                label_smoothing: float = 1.0, d_steps: int = 1, g_steps: int = 1,
+                r1_gamma: float = 0.0, **kwargs):
+        """``r1_gamma`` > 0 adds the R1 penalty ``r1_gamma / 2 * |grad_x D(x)|^2`` on real
+        samples to D's loss (Mescheder et al. 2018): it damps the oscillation of the two
+        networks around the equilibrium instead of letting it persist."""
         super().compile(**kwargs)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
         self.gan_loss = GANLoss(loss, label_smoothing)
         if d_steps < 1 or g_steps < 1:
             raise ValueError(f"d_steps and g_steps must be >= 1, got {d_steps}, {g_steps}")
+        if r1_gamma < 0:
+            raise ValueError(f"r1_gamma must be >= 0, got {r1_gamma}")
         self.d_steps, self.g_steps = int(d_steps), int(g_steps)
+        self.r1_gamma = float(r1_gamma)
 
     @property
     def metrics(self):
@@ -111,9 +118,19 @@ class GAN(keras.Model):
         """One D update on ``real`` and a fresh fake batch; only D's weights change."""
         fake = self.generator(self.sample_noise(ops.shape(real)[0]), training=True)
         with tf.GradientTape() as tape:
-            real_logits = self.discriminator(real, training=True)
+            if self.r1_gamma > 0:
+                with tf.GradientTape() as input_tape:  # inside `tape`: the penalty trains D
+                    input_tape.watch(real)
+                    real_logits = self.discriminator(real, training=True)
+                    total = ops.sum(ops.cast(real_logits, "float32"))
+                slopes = input_tape.gradient(total, real)
+                slopes = ops.reshape(ops.cast(slopes, "float32"), (ops.shape(real)[0], -1))
+                penalty = 0.5 * self.r1_gamma * ops.mean(ops.sum(ops.square(slopes), axis=1))
+            else:
+                real_logits = self.discriminator(real, training=True)
+                penalty = 0.0
             fake_logits = self.discriminator(fake, training=True)
-            d_loss = self.gan_loss.discriminator_loss(real_logits, fake_logits)
+            d_loss = self.gan_loss.discriminator_loss(real_logits, fake_logits) + penalty
             # / replicas (their gradients are summed); x the loss scale under float16
             scaled = self.d_optimizer.scale_loss(distribute.scale_loss(d_loss))
         grads = tape.gradient(scaled, self.discriminator.trainable_weights)
@@ -184,6 +201,7 @@ class GAN(keras.Model):
             "label_smoothing": self.gan_loss.label_smoothing,
             "d_steps": self.d_steps,
             "g_steps": self.g_steps,
+            "r1_gamma": self.r1_gamma,
         }
 
     def compile_from_config(self, config):

@@ -29,8 +29,13 @@ class Result:
     gan: GAN
 
 
-def build_gan(cfg: dict, shape: tuple[int, ...]) -> GAN:
-    """The compiled GAN a config describes, for samples of ``shape``."""
+def build_gan(cfg: dict, shape: tuple[int, ...], total_batches: int = 0) -> GAN:
+    """The compiled GAN a config describes, for samples of ``shape``.
+
+    ``total_batches`` is the length of the run in batches: with ``train.lr_schedule = "cosine"``
+    each learning rate decays to 0 over it (over ``d_steps``/``g_steps`` times as many optimizer
+    steps). The optimizers' step counts are checkpointed, so a resumed run continues the decay.
+    """
     model_cfg = dict(cfg["model"])
     family_name = model_cfg.pop("name")
     t = cfg["train"]
@@ -44,16 +49,22 @@ def build_gan(cfg: dict, shape: tuple[int, ...]) -> GAN:
     finally:
         keras.config.set_dtype_policy(previous)
 
-    def adam(learning_rate):
+    def adam(learning_rate, steps_per_batch):
+        if t["lr_schedule"] == "cosine":
+            if total_batches < 1:
+                raise ValueError("train.lr_schedule = 'cosine' needs the run's length in batches")
+            learning_rate = keras.optimizers.schedules.CosineDecay(
+                learning_rate, decay_steps=total_batches * steps_per_batch)
         optimizer = keras.optimizers.Adam(learning_rate, beta_1=t["beta_1"], beta_2=t["beta_2"])
         # float16 gradients underflow without loss scaling; one scaler per network
         return (keras.optimizers.LossScaleOptimizer(optimizer) if policy == "mixed_float16"
                 else optimizer)
 
     gan.compile(
-        d_optimizer=adam(t["d_learning_rate"]), g_optimizer=adam(t["g_learning_rate"]),
+        d_optimizer=adam(t["d_learning_rate"], t["d_steps"]),
+        g_optimizer=adam(t["g_learning_rate"], t["g_steps"]),
         loss=t["loss"], label_smoothing=t["label_smoothing"],
-        d_steps=t["d_steps"], g_steps=t["g_steps"], jit_compile=distribute.jit_compile(
+        d_steps=t["d_steps"], g_steps=t["g_steps"], r1_gamma=t["r1_gamma"], jit_compile=distribute.jit_compile(
             t["jit_compile"]),
     )
     return gan
@@ -214,18 +225,19 @@ def train(cfg: dict, verbose: int | str = 1, resume: bool = False,
     if cfg["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     data = data_mod.from_config(cfg)
+    steps = cfg["train"]["steps_per_epoch"] or data.num_examples // cfg["batch_size"]
     strategy = distribute.strategy()
     with strategy.scope():
-        gan = build_gan(cfg, data.shape)
+        gan = build_gan(cfg, data.shape, total_batches=cfg["epochs"] * steps)
     if state:
         checkpoints.restore(directory, gan, state)
-        # The checkpoint brings the optimizers' old learning rates; the config's win (lowering
-        # them is the advice after a divergence).
-        gan.d_optimizer.learning_rate.assign(cfg["train"]["d_learning_rate"])
-        gan.g_optimizer.learning_rate.assign(cfg["train"]["g_learning_rate"])
+        if cfg["train"]["lr_schedule"] == "constant":
+            # The checkpoint brings the optimizers' old learning rates; the config's win
+            # (lowering them is the advice after a divergence). A schedule has no such variable:
+            # it is rebuilt from the config and continues from the restored step counts.
+            gan.d_optimizer.learning_rate.assign(cfg["train"]["d_learning_rate"])
+            gan.g_optimizer.learning_rate.assign(cfg["train"]["g_learning_rate"])
     start_epoch = state["epoch"] if state else 0
-    batch_size = cfg["batch_size"]
-    steps = cfg["train"]["steps_per_epoch"] or data.num_examples // batch_size
     # the batch pictured every epoch: the same seed gives the same batch
     noise = sampling.noise((cfg["tracking"]["grid_size"], *gan.latent_shape), gan.noise,
                            cfg["seed"])

@@ -76,6 +76,15 @@ class GANHyperModel(kt.HyperModel):
         self.objective = evaluation.objective_name(cfg)
         self.trial = None  # the trial being run; set by the tuner (see ``_GANTunerMixin``)
 
+    def steps_per_epoch(self, cfg: dict, num_examples: int | None = None) -> int:
+        """Batches in a trial epoch: ``tune.steps_per_epoch``, else ``train``'s, else one pass."""
+        fixed = cfg["tune"]["steps_per_epoch"] or cfg["train"]["steps_per_epoch"]
+        if fixed:
+            return fixed
+        if num_examples is None:
+            num_examples = data_mod.from_config(cfg).num_examples
+        return num_examples // cfg["batch_size"]
+
     def trial_config(self, hp: kt.HyperParameters) -> dict:
         declare(hp, self.space)
         return config_mod.with_values(self.cfg, chosen(hp, self.space))
@@ -85,7 +94,10 @@ class GANHyperModel(kt.HyperModel):
 
         cfg = self.trial_config(hp)
         keras.utils.set_random_seed(cfg["seed"])
-        gan = build_gan(cfg, self.shape)
+        # A learning-rate schedule spans the longest trial (Hyperband's shorter rungs stop
+        # partway through its decay, as their continuation would).
+        gan = build_gan(cfg, self.shape,
+                        total_batches=cfg["tune"]["epochs"] * self.steps_per_epoch(cfg))
         # Built optimizers have variables, so a trial Hyperband continues gets back its Adam
         # moments and step counts with the weights (unbuilt ones would be skipped on load).
         gan.d_optimizer.build(gan.discriminator.trainable_variables)
@@ -98,8 +110,7 @@ class GANHyperModel(kt.HyperModel):
         cfg = self.trial_config(hp)
         epochs = epochs or cfg["tune"]["epochs"]
         data = data_mod.from_config(cfg)
-        steps = (cfg["tune"]["steps_per_epoch"] or cfg["train"]["steps_per_epoch"]
-                 or data.num_examples // cfg["batch_size"])
+        steps = self.steps_per_epoch(cfg, data.num_examples)
         trial_id = self.trial.trial_id if self.trial is not None else "?"
         grid = cfg["tracking"]["grid_size"]
         noise = sampling.noise((grid, *model.latent_shape), model.noise, cfg["seed"])

@@ -70,6 +70,36 @@ class StepIsolationTest(tf.test.TestCase):
         self.assertEqual(int(gan.g_optimizer.iterations), 5)
 
 
+class R1PenaltyTest(tf.test.TestCase):
+    def test_penalty_is_half_gamma_times_the_squared_input_gradient_on_real_data(self):
+        # A linear D has the input gradient w everywhere: the penalty is gamma / 2 * |w|^2.
+        keras.utils.set_random_seed(0)
+        g, _ = models.build("gaussian_1d", (6,), **TINY["gaussian_1d"])
+        d = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+        gan = GAN(g, d, noise="uniform", seed=0)
+        gan.compile(d_optimizer=keras.optimizers.SGD(0.0), g_optimizer=keras.optimizers.SGD(0.0),
+                    r1_gamma=3.0)
+        w = d.layers[-1].kernel.numpy()
+        real = np.random.default_rng(0).normal(4, 1.25, (5, 6)).astype(np.float32)
+        d_loss, real_logits, fake_logits = gan.discriminator_step(tf.constant(real))
+        penalty = float(d_loss) - float(gan.gan_loss.discriminator_loss(real_logits, fake_logits))
+        self.assertAllClose(penalty, 0.5 * 3.0 * float(np.sum(w ** 2)), rtol=1e-5)
+
+    def test_penalised_step_still_changes_only_the_discriminator(self):
+        gan = tiny_gan(r1_gamma=10.0)
+        real = np.random.default_rng(0).uniform(-1, 1, (8, 28, 28, 1)).astype(np.float32)
+        g_before = snapshot(gan.generator.trainable_weights)
+        d_before = snapshot(gan.discriminator.trainable_weights)
+        plain = tiny_gan()
+        gan.discriminator_step(tf.constant(real))
+        plain.discriminator_step(tf.constant(real))
+        self.assertFalse(any(changed(g_before, gan.generator.trainable_weights)))
+        self.assertTrue(all(changed(d_before, gan.discriminator.trainable_weights)))
+        # same seed, same batch: only the penalty tells the two updates apart
+        self.assertNotAllClose(gan.discriminator.trainable_weights[0],
+                               plain.discriminator.trainable_weights[0])
+
+
 class LossTest(tf.test.TestCase):
     def test_values_on_known_logits(self):
         zero = tf.zeros((4, 1))
@@ -172,3 +202,27 @@ class LearningTest(tf.test.TestCase):
         self.assertLess(abs(samples.mean() - 4.0), 1.0, message)
         self.assertLess(abs(samples.mean() - 4.0), 0.3 * abs(start - 4.0), message)
         self.assertGreater(samples.std(), 0.5, "collapsed to a point")
+
+
+class LearningRateScheduleTest(tf.test.TestCase):
+    def test_cosine_decays_each_rate_to_zero_over_the_run(self):
+        cfg = config.load(Path(__file__).parents[1] / "pipelines/gaussian_1d.toml",
+                          ["train.lr_schedule=cosine", "train.d_steps=1", "train.g_steps=5",
+                           "train.d_learning_rate=1e-3", "train.g_learning_rate=2e-3"])
+        gan = build_gan(cfg, (10,), total_batches=8)
+        d, g = gan.d_optimizer, gan.g_optimizer
+        rates = []
+        for batches in (0, 4, 8):  # D steps once per batch, G five times
+            d.iterations.assign(batches)
+            g.iterations.assign(5 * batches)
+            rates.append((float(d.learning_rate), float(g.learning_rate)))
+        self.assertAllClose(rates, [(1e-3, 2e-3), (5e-4, 1e-3), (0.0, 0.0)], atol=1e-9)
+        with self.assertRaisesRegex(ValueError, "length in batches"):
+            build_gan(cfg, (10,))
+
+    def test_constant_rates_stay(self):
+        cfg = config.load(Path(__file__).parents[1] / "pipelines/gaussian_1d.toml",
+                          ["train.lr_schedule=constant", "train.g_learning_rate=3e-4"])
+        gan = build_gan(cfg, (10,), total_batches=8)
+        gan.g_optimizer.iterations.assign(40)
+        self.assertAllClose(float(gan.g_optimizer.learning_rate), 3e-4)

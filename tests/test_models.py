@@ -91,6 +91,29 @@ class DeviationFeaturesTest(tf.test.TestCase):
         self.assertAllClose(loaded(x), d(x))
 
 
+class SortedValuesTest(tf.test.TestCase):
+    def test_values_in_ascending_order_per_vector(self):
+        x = np.array([[3.0, 1.0, 2.0], [0.5, -1.0, 0.0]], dtype=np.float32)
+        self.assertAllClose(models.SortedValues()(x), [[1, 2, 3], [-1, 0, 0.5]])
+
+    def test_sorted_discriminator_judges_the_draws_not_their_order(self):
+        # The seed's D sees the points in order; the sorted variant sees only their values,
+        # so shuffling the draws of a vector cannot change its verdict, and it still saves.
+        g_seed, d_seed = models.build("gaussian_1d", (10,))
+        g, d = models.build("gaussian_1d_sorted", (10,))
+        self.assertEqual(layer_types(g), layer_types(g_seed))
+        self.assertIn("SortedValues", layer_types(d))
+        x = np.random.default_rng(2).normal(4, 1.25, (5, 10)).astype(np.float32)
+        shuffled = x[:, np.random.default_rng(3).permutation(10)]
+        self.assertAllClose(d(shuffled), d(x), atol=1e-6)
+        self.assertNotAllClose(d_seed(shuffled), d_seed(x))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "d.keras"
+            d.save(path)
+            loaded = keras.models.load_model(path, safe_mode=True)
+        self.assertAllClose(loaded(x), d(x))
+
+
 class ModelErrorsTest(tf.test.TestCase):
     def test_unknown_family_and_hyperparameter(self):
         with self.assertRaisesRegex(UserError, r"unknown model 'dcgam'.*'dcgan'"):

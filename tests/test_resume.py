@@ -244,3 +244,19 @@ class ResumeDetailsTest(tf.test.TestCase):
             (folder / "state.json").write_text(__import__("json").dumps(state))
             train(tiny_1d("epochs=3"), verbose=0, resume=True)
             self.assertEqual(metric_steps(work.uri, run_id), [1, 2, 3])
+
+    def test_a_cosine_schedule_continues_its_decay_after_a_resume(self):
+        with TempWorkdir() as work:
+            cosine = ("epochs=3", "train.lr_schedule=cosine")
+            straight = train(tiny_1d(*cosine, "name=straight"), verbose=0)
+            self.assertAllClose(float(straight.gan.g_optimizer.learning_rate), 0.0, atol=1e-9)
+            train(tiny_1d(*cosine, "name=resumed"), verbose=0)
+            # As if killed after epoch 2: point the state back at the epoch-2 checkpoint.
+            folder = work.path / "checkpoints" / "resumed"
+            state = checkpoints.read_state(folder)
+            older = sorted(folder.glob("ckpt-*.index"), key=lambda p: int(p.stem[5:]))[0].stem
+            state.update(epoch=2, checkpoint=older)
+            (folder / "state.json").write_text(__import__("json").dumps(state))
+            resumed = train(tiny_1d(*cosine, "name=resumed"), verbose=0, resume=True)
+            for a, b in zip(straight.gan.variables, resumed.gan.variables):
+                self.assertAllClose(a, b, rtol=1e-5, atol=1e-6, msg=a.path)
