@@ -18,7 +18,7 @@ class ShippedPipelinesTest(tf.test.TestCase):
         for path in files:
             cfg = config.load(path)
             self.assertEqual(cfg["name"], path.stem)
-            self.assertIn(cfg["model"]["name"], ("gaussian_1d", "mlp_bn", "dcgan"))
+            self.assertIn(cfg["model"]["name"], ("gaussian_1d_sorted", "mlp_bn", "dcgan"))
 
     def test_mnist_pipelines_use_the_tutorial_settings(self):
         for name in ("mnist_mlp", "mnist_dcgan"):
