@@ -64,8 +64,8 @@ def build_gan(cfg: dict, shape: tuple[int, ...], total_batches: int = 0) -> GAN:
         d_optimizer=adam(t["d_learning_rate"], t["d_steps"]),
         g_optimizer=adam(t["g_learning_rate"], t["g_steps"]),
         loss=t["loss"], label_smoothing=t["label_smoothing"],
-        d_steps=t["d_steps"], g_steps=t["g_steps"], r1_gamma=t["r1_gamma"], jit_compile=distribute.jit_compile(
-            t["jit_compile"]),
+        d_steps=t["d_steps"], g_steps=t["g_steps"], r1_gamma=t["r1_gamma"],
+        jit_compile=distribute.jit_compile(t["jit_compile"]),
     )
     return gan
 

@@ -96,8 +96,9 @@ class GANHyperModel(kt.HyperModel):
         keras.utils.set_random_seed(cfg["seed"])
         # A learning-rate schedule spans the longest trial (Hyperband's shorter rungs stop
         # partway through its decay, as their continuation would).
-        gan = build_gan(cfg, self.shape,
-                        total_batches=cfg["tune"]["epochs"] * self.steps_per_epoch(cfg))
+        scheduled = cfg["train"]["lr_schedule"] != "constant"
+        gan = build_gan(cfg, self.shape, total_batches=(
+            cfg["tune"]["epochs"] * self.steps_per_epoch(cfg) if scheduled else 0))
         # Built optimizers have variables, so a trial Hyperband continues gets back its Adam
         # moments and step counts with the weights (unbuilt ones would be skipped on load).
         gan.d_optimizer.build(gan.discriminator.trainable_variables)

@@ -24,7 +24,8 @@ def tiny_1d(*extra):
     # Constant learning rates: these tests stop and extend runs, which stretches a cosine decay
     # (its own test below keeps the run's length).
     sets = ["data.n_points=20", "data.num_examples=256", "batch_size=32", "eval.n_samples=200",
-            "tracking.log_model=false", "train.lr_schedule=constant"] + [f"model.{k}={v}" for k, v in TINY["gaussian_1d"].items()]
+            "tracking.log_model=false", "train.lr_schedule=constant"]
+    sets += [f"model.{k}={v}" for k, v in TINY["gaussian_1d"].items()]
     return config.load(REPO / "pipelines/gaussian_1d.toml", sets + list(extra))
 
 
