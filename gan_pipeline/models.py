@@ -82,7 +82,7 @@ def build_gaussian_1d(shape: tuple[int, ...], hp: dict[str, Any]):
     generator = keras.Model(z, layers.Reshape((n,), dtype=OUT)(h), name="gaussian_1d_generator")
 
     x = keras.Input((n,), name="x")
-    h = SortedValues()(x) if hp["family"] == "gaussian_1d_sorted" else DeviationFeatures()(x)
+    h = SortedValues()(x) if hp["sorted_input"] else DeviationFeatures()(x)
     h = layers.Dense(hp["d_hidden"], activation="relu")(h)
     h = layers.Dense(hp["d_hidden"], activation="relu")(h)
     discriminator = keras.Model(x, layers.Dense(1, dtype=OUT)(h), name="gaussian_1d_discriminator")
@@ -144,14 +144,15 @@ class Family:
     noise: str = "normal"  # the distribution of z: "normal" N(0, 1) or "uniform" U(0, 1)
 
 
+_1D = {"g_hidden": 50, "d_hidden": 50, "sorted_input": False}
 _MLP = {"latent_dim": 100, "g_widths": [256, 512, 1024], "d_widths": [1024, 512, 256],
         "dropout": 0.3, "leaky_slope": 0.2, "init_std": 0.02, "batch_norm": False,
         "bn_momentum": 0.8}
 
 FAMILIES: dict[str, Family] = {
-    "gaussian_1d": Family(build_gaussian_1d, {"g_hidden": 50, "d_hidden": 50}, noise="uniform"),
+    "gaussian_1d": Family(build_gaussian_1d, _1D, noise="uniform"),
     # The seed's D matches moments (mean and squared deviations) but not the shape: KS ~0.09.
-    "gaussian_1d_sorted": Family(build_gaussian_1d, {"g_hidden": 50, "d_hidden": 50},
+    "gaussian_1d_sorted": Family(build_gaussian_1d, {**_1D, "sorted_input": True},
                                  noise="uniform"),
     "mlp": Family(build_mlp, _MLP),
     # The MLP with BatchNorm after each generator layer (as in the Keras-GAN MLP): the seed's

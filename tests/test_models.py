@@ -16,6 +16,14 @@ def layer_types(model):
     return [type(layer).__name__ for layer in model.layers]
 
 
+def reloaded(model):
+    """``model`` saved to a .keras file and loaded back with ``safe_mode=True``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{model.name}.keras"
+        model.save(path)
+        return keras.models.load_model(path, safe_mode=True)
+
+
 class ShapesTest(tf.test.TestCase):
     def test_every_image_family_on_every_image_shape(self):
         for family in ("mlp", "mlp_bn", "dcgan"):
@@ -84,11 +92,7 @@ class DeviationFeaturesTest(tf.test.TestCase):
     def test_discriminator_with_it_loads_in_safe_mode(self):
         _, d = models.build("gaussian_1d", (10,), **TINY["gaussian_1d"])
         x = np.random.default_rng(1).normal(4, 1.25, (5, 10)).astype(np.float32)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "d.keras"
-            d.save(path)
-            loaded = keras.models.load_model(path, safe_mode=True)
-        self.assertAllClose(loaded(x), d(x))
+        self.assertAllClose(reloaded(d)(x), d(x))
 
 
 class SortedValuesTest(tf.test.TestCase):
@@ -107,11 +111,7 @@ class SortedValuesTest(tf.test.TestCase):
         shuffled = x[:, np.random.default_rng(3).permutation(10)]
         self.assertAllClose(d(shuffled), d(x), atol=1e-6)
         self.assertNotAllClose(d_seed(shuffled), d_seed(x))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "d.keras"
-            d.save(path)
-            loaded = keras.models.load_model(path, safe_mode=True)
-        self.assertAllClose(loaded(x), d(x))
+        self.assertAllClose(reloaded(d)(x), d(x))
 
 
 class ModelErrorsTest(tf.test.TestCase):
