@@ -3,7 +3,8 @@
 #                                                   prepare, tune, train, evaluate, register
 #   make pipeline PIPELINE=pipelines/gaussian_1d.toml ARGS="--set profile=quick"
 #   make train                                      the train stage alone (no search)
-#   make test                                       the unit tests
+#   make test                                       every test (what CI runs)
+#   make test-fast                                  the in-process tests, a few minutes
 #   make faults                                     fault scenarios against the real CLI
 #   make bench                                      training-step benchmark vs the tutorial loops
 #   make ui                                         MLflow UI on http://127.0.0.1:5000
@@ -45,7 +46,7 @@ test: install
 	$(BIN)/python -m pytest -q --durations=10 tests $(ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" tests $(ARGS)
+	$(BIN)/python -m pytest -q --durations=5 -m "not slow and not process" tests $(ARGS)
 
 bench: install
 	$(BIN)/python bench/bench.py $(ARGS)

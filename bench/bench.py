@@ -28,14 +28,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from gan_pipeline import config, data, distribute, models  # noqa: E402
-from gan_pipeline.train import build_gan  # noqa: E402
+from gan_pipeline import config, data, families  # noqa: E402
+from gan_pipeline.factory import build_gan, resolved_precision  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = {"dcgan": "mnist_dcgan.toml", "mlp": "mnist_mlp.toml", "gaussian_1d": "gaussian_1d.toml"}
 
 
-def load_cfg(name: str, batch_size: int, sets: list[str] = ()) -> dict:
+def load_cfg(name: str, batch_size: int, sets: list[str] = ()):
     return config.load(REPO / "pipelines" / PIPELINES[name],
                        [f"batch_size={batch_size}", "eval.every_epochs=0", *sets])
 
@@ -51,22 +51,26 @@ def timed(fn, steps: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def tutorial_loop(cfg: dict, real: np.ndarray):
+def networks(cfg, shape):
+    """The pipeline's own (generator, discriminator), in float32, for the reference loops."""
+    return families.build(cfg.model.name, shape, **cfg.hyperparameters())
+
+
+def tutorial_loop(cfg, real: np.ndarray):
     """(a) The classic tutorial: predict + train_on_batch, frozen D in a stacked model."""
-    model_cfg = dict(cfg["model"])
-    g, d = models.build(model_cfg.pop("name"), real.shape[1:], **model_cfg)
-    t = cfg["train"]
-    d.compile(optimizer=keras.optimizers.Adam(t["d_learning_rate"], beta_1=t["beta_1"]),
+    g, d = networks(cfg, real.shape[1:])
+    t = cfg.train
+    d.compile(optimizer=keras.optimizers.Adam(t.d_learning_rate, beta_1=t.beta_1),
               loss=keras.losses.BinaryCrossentropy(from_logits=True))
     d.trainable = False
     z = keras.Input(g.input_shape[1:])
     stacked = keras.Model(z, d(g(z)))
-    stacked.compile(optimizer=keras.optimizers.Adam(t["g_learning_rate"], beta_1=t["beta_1"]),
+    stacked.compile(optimizer=keras.optimizers.Adam(t.g_learning_rate, beta_1=t.beta_1),
                     loss=keras.losses.BinaryCrossentropy(from_logits=True))
-    batch = cfg["batch_size"]
+    batch = cfg.batch_size
     latent = g.input_shape[1:]
     rng = np.random.default_rng(0)
-    ones = np.full((batch, 1), t["label_smoothing"], np.float32)
+    ones = np.full((batch, 1), t.label_smoothing, np.float32)
     zeros = np.zeros((batch, 1), np.float32)
 
     def run(steps):
@@ -137,13 +141,12 @@ def timed_fit(model, dataset, steps: int, repeats: int) -> float:
     return statistics.median(epochs.seconds[1:]) / steps
 
 
-def keras_io(cfg: dict, shape: tuple[int, ...]):
-    model_cfg = dict(cfg["model"])
-    g, d = models.build(model_cfg.pop("name"), shape, **model_cfg)
+def keras_io(cfg, shape: tuple[int, ...]):
+    g, d = networks(cfg, shape)
     model = KerasIoGAN(d, g, g.input_shape[1:])
-    t = cfg["train"]
-    model.compile(keras.optimizers.Adam(t["d_learning_rate"], beta_1=t["beta_1"]),
-                  keras.optimizers.Adam(t["g_learning_rate"], beta_1=t["beta_1"]),
+    t = cfg.train
+    model.compile(keras.optimizers.Adam(t.d_learning_rate, beta_1=t.beta_1),
+                  keras.optimizers.Adam(t.g_learning_rate, beta_1=t.beta_1),
                   keras.losses.BinaryCrossentropy(from_logits=True))
     return model
 
@@ -189,26 +192,32 @@ def main() -> int:
     for name in args.models.split(","):
         cfg = load_cfg(name, args.batch_size)
         keras.utils.set_random_seed(0)
-        train_data = data.from_config(cfg)
-        stream = train_data.dataset.repeat()
-        shape = tuple(train_data.shape)
-        real = np.concatenate([b.numpy() for b in train_data.dataset.take(40)])
+        source = data.open_source(cfg)
+        batches = source.batches(cfg.batch_size)
+        stream = batches.repeat()
+        shape = tuple(source.shape)
+        real = np.concatenate([b.numpy() for b in batches.take(40)])
+        # (c) as the pipeline builds it, with a learning-rate schedule spanning the timed steps
+        run_length = (args.repeats + 1) * args.steps
+
+        def ours(c):
+            return build_gan(c, shape, total_batches=run_length)
+
         per_step = {
             "a": timed(tutorial_loop(cfg, real), args.steps, args.repeats),
             "b": timed_fit(keras_io(cfg, shape), stream, args.steps, args.repeats),
-            "c": timed_fit(build_gan(cfg, shape), stream, args.steps, args.repeats),
+            "c": timed_fit(ours(cfg), stream, args.steps, args.repeats),
             "input": timed(input_only(stream), args.steps * 4, args.repeats),
         }
         # The same step fed from one cached batch: what the step costs without any input work.
-        fixed = tf.data.Dataset.from_tensors(next(iter(train_data.dataset))).repeat()
-        per_step["c_no_input"] = timed_fit(build_gan(cfg, shape), fixed, args.steps, args.repeats)
+        fixed = tf.data.Dataset.from_tensors(next(iter(batches))).repeat()
+        per_step["c_no_input"] = timed_fit(ours(cfg), fixed, args.steps, args.repeats)
         for variant in args.variant:
             vcfg = load_cfg(name, args.batch_size, variant.split())
-            per_step[f"c[{variant}]"] = timed_fit(build_gan(vcfg, shape), stream, args.steps,
-                                                  args.repeats)
+            per_step[f"c[{variant}]"] = timed_fit(ours(vcfg), stream, args.steps, args.repeats)
         rate = {k: args.batch_size / v for k, v in per_step.items()}
         wait = max(0.0, 1 - per_step["c_no_input"] / per_step["c"])
-        resolved = distribute.precision(cfg["train"]["precision"], shape)
+        resolved = resolved_precision(cfg)
         rows.append((name, rate, wait, resolved))
         print(f"{name}: a {rate['a']:.0f}, b {rate['b']:.0f}, c {rate['c']:.0f} samples/s "
               f"({resolved}); "

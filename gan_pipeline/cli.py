@@ -70,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run_pipeline(args) -> None:
     from gan_pipeline import config
-    from gan_pipeline.pipeline import Pipeline
+    from gan_pipeline.pipeline.runner import Pipeline
 
     cfg = config.load(args.pipeline, args.overrides)
     sets = "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
@@ -80,7 +80,7 @@ def run_pipeline(args) -> None:
 
 def run_train(args) -> None:
     from gan_pipeline import config
-    from gan_pipeline.train import train
+    from gan_pipeline.run import train
 
     cfg = config.load(args.config, args.overrides)
     sets = "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
@@ -89,21 +89,42 @@ def run_train(args) -> None:
 
 
 def run_sample(args) -> None:
-    from gan_pipeline import sampling
+    from gan_pipeline import kinds, sampling
 
     generator = sampling.load_generator(args.model, args.tracking_uri)
     samples = sampling.sample(generator, args.n, seed=args.seed)
-    out = sampling.write(samples, args.out)
+    kind = kinds.KINDS[kinds.spec_of(generator)["kind"]]
+    out = sampling.write(samples, args.out, kind)
     print(f"Wrote {out}: {samples.shape[0]} samples of shape {samples.shape[1:]}, float32, "
           f"range [{samples.min():.3f}, {samples.max():.3f}]")
+
+
+def _evaluation_config(args, generator, run_id: str | None):
+    """The settings that say what a generator is judged against: --config, else the run's own
+    params, else the data settings saved inside the generator."""
+    import mlflow
+
+    from gan_pipeline import config, families, kinds
+
+    if args.config:
+        return config.load(args.config, args.overrides)
+    if run_id:
+        return config.from_params(mlflow.MlflowClient().get_run(run_id).data.params,
+                                  args.overrides)
+    spec = kinds.spec_of(generator)
+    raw: dict = {"data": spec["data"]} if spec["data"] else {}
+    if spec["family"] in families.FAMILIES:
+        raw["model"] = {"name": spec["family"]}
+    elif spec["kind"] == "vectors":  # a generator saved before the spec knew its data
+        raw = {"data": {"dataset": "gaussian_1d", "n_points": generator.output_shape[1]},
+               "model": {"name": "gaussian_1d"}}
+    return config.validate(config.apply_overrides(raw, args.overrides))
 
 
 def run_evaluate(args) -> None:
     import json
 
-    import mlflow
-
-    from gan_pipeline import config, evaluation, sampling, tracking
+    from gan_pipeline import data, evaluation, sampling, tracking
     from gan_pipeline.errors import UserError
 
     if args.n < 50:
@@ -111,18 +132,9 @@ def run_evaluate(args) -> None:
                         "samples (10000 is the standard)")
     generator = sampling.load_generator(args.model, args.tracking_uri)
     run_id = sampling.run_id_of(args.model)
-    if args.config:
-        cfg = config.load(args.config, args.overrides)
-    elif run_id:
-        params = mlflow.MlflowClient().get_run(run_id).data.params
-        cfg = config.from_params(params, args.overrides)
-    else:
-        one_d = len(generator.output_shape) == 2
-        defaults = ({"data": {"dataset": "gaussian_1d", "n_points": generator.output_shape[1]},
-                     "model": {"name": "gaussian_1d"}} if one_d else {})
-        cfg = config.validate(config.apply_overrides(defaults, args.overrides))
-    judge = evaluation.GeneratorEvaluator(cfg, n=args.n, seed=args.seed)
-    result = judge.report(generator, args.model)
+    cfg = _evaluation_config(args, generator, run_id)
+    judge = data.open_source(cfg).evaluator(args.n, args.seed, cfg.eval.collapse_max_share)
+    result = evaluation.report(judge, generator, args.model)
     if run_id:
         tracking.log_evaluation(run_id, result)
         result["logged_to_run"] = run_id
@@ -137,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
         distribute.strategy()
     from gan_pipeline.errors import UserError
-    from gan_pipeline.train import TrainingStopped
+    from gan_pipeline.run import TrainingStopped
 
     try:
         {"run": run_pipeline, "train": run_train, "sample": run_sample,

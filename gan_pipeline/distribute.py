@@ -8,10 +8,9 @@
 Precision (``train.precision``): ``auto`` picks ``mixed_bfloat16`` on GPUs that compute in
 bfloat16 natively (compute capability 8.0+: A100, H100), ``mixed_float16`` on older GPUs (7.x,
 with a ``LossScaleOptimizer`` around each optimizer), ``float32`` on older GPUs still. On a CPU it
-picks ``mixed_bfloat16`` for image models when the CPU has bfloat16 instructions (AVX512-BF16 or
-AMX-BF16; twice the DCGAN step, see the README's benchmark) and ``float32`` otherwise, and always
-for the 1-D GAN (a tiny per-point MLP: bfloat16 only slows it, and its 8-bit mantissa is coarse
-beside a 0.02 KS target). Mixed policies keep variables, samples and logits in float32.
+picks ``mixed_bfloat16`` when the CPU has bfloat16 instructions (AVX512-BF16 or AMX-BF16; twice
+the DCGAN step, see docs/benchmarks.md) and ``float32`` otherwise. Models whose sample kind keeps
+float32 (the 1-D GAN, see ``gan_pipeline.kinds``) always get ``float32``. Mixed policies keep variables, samples and logits in float32.
 
 ``batch_size`` is always the GLOBAL batch: each of N replicas sees batch_size / N examples, Keras
 sums the replicas' gradients, so each replica's mean loss is divided by N (``scale_loss``), which
@@ -71,14 +70,16 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def precision(setting: str = "auto", shape: tuple[int, ...] = ()) -> str:
-    """The dtype policy name ``train.precision`` resolves to on this machine, for samples of
-    ``shape`` (images are ``(H, W, C)``; the 1-D GAN's vectors ``(n_points,)``)."""
+def precision(setting: str = "auto", mixed_ok: bool = True) -> str:
+    """The dtype policy name ``train.precision`` resolves to on this machine. ``mixed_ok`` is
+    False for models whose samples' kind keeps float32 (``gan_pipeline.kinds``: the 1-D GAN)."""
     if setting != "auto":
         return setting
+    if not mixed_ok:
+        return "float32"
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
-        return "mixed_bfloat16" if len(shape) == 3 and cpu_has_bf16() else "float32"
+        return "mixed_bfloat16" if cpu_has_bf16() else "float32"
     major, minor = tf.config.experimental.get_device_details(gpus[0]).get(
         "compute_capability", (0, 0))
     if (major, minor) >= (8, 0):

@@ -16,7 +16,10 @@ class UserError(ValueError):
 
 def closest(name: str, allowed: Iterable[str], n: int = 3) -> str:
     """A ' Did you mean ...?' hint for ``name`` among ``allowed`` (empty when nothing is close)."""
-    matches = difflib.get_close_matches(str(name), list(allowed), n=n, cutoff=0.6)
+    if not isinstance(name, str):
+        return ""
+    matches = difflib.get_close_matches(name, [a for a in allowed if isinstance(a, str)], n=n,
+                                        cutoff=0.6)
     if not matches:
         return ""
     return " Did you mean " + " or ".join(repr(m) for m in matches) + "?"

@@ -3,7 +3,8 @@
 ``train_step`` updates the discriminator ``d_steps`` times and then the generator ``g_steps`` times
 per batch. Each update runs under its own ``tf.GradientTape`` and applies gradients only to that
 network's trainable weights, so there is no ``discriminator.trainable = False`` juggling: the
-generator step simply never hands D's weights to an optimizer.
+generator step simply never hands D's weights to an optimizer. What is minimised comes from the
+loss object and penalties given to ``compile`` (``gan_pipeline.losses``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from gan_pipeline import distribute
-from gan_pipeline.losses import GANLoss
-
-NOISES = ("normal", "uniform")
+from gan_pipeline import distribute, losses
+from gan_pipeline.kinds import NOISES
 
 
 @keras.saving.register_keras_serializable(package="gan_pipeline")
@@ -30,10 +29,12 @@ class GAN(keras.Model):
         ema_decay: when > 0, keep ``ema_generator``, an exponential moving average of the
             generator's weights (with warm-up: the decay used at step t is
             ``min(ema_decay, (1 + t) / (10 + t))``). ``sampler`` is the network to sample from.
+        track_moments: also report the mean and std of the generated batch each step (the
+            1-D GAN, whose samples are values).
     """
 
     def __init__(self, generator, discriminator, noise: str = "normal", seed: int | None = None,
-                 ema_decay: float = 0.0, **kwargs):
+                 ema_decay: float = 0.0, track_moments: bool = False, **kwargs):
         super().__init__(**kwargs)
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
@@ -49,30 +50,26 @@ class GAN(keras.Model):
             self.ema_generator.set_weights(generator.get_weights())
             self.ema_step = keras.Variable(0, dtype="int64", trainable=False, name="ema_step")
         self.seed_generator = keras.random.SeedGenerator(seed)
-        # 1-D GANs (vector samples) also report the moments of what they generate.
-        self.tracks_moments = len(generator.output_shape) == 2
-        names = ["d_loss", "g_loss", "d_real", "d_fake"]
-        if self.tracks_moments:
-            names += ["gen_mean", "gen_std"]
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self.track_moments = bool(track_moments)
+        self.trackers: dict[str, keras.metrics.Mean] = {}
         self.built = True  # both networks are built functional models
 
-    def compile(self, d_optimizer, g_optimizer, loss: str = "non_saturating",
-                label_smoothing: float = 1.0, d_steps: int = 1, g_steps: int = 1,
-                r1_gamma: float = 0.0, **kwargs):
-        """``r1_gamma`` > 0 adds the R1 penalty ``r1_gamma / 2 * |grad_x D(x)|^2`` on real
-        samples to D's loss (Mescheder et al. 2018): it damps the oscillation of the two
-        networks around the equilibrium instead of letting it persist."""
+    def compile(self, d_optimizer, g_optimizer, loss: losses.GANLoss | str = "non_saturating",
+                penalties=(), d_steps: int = 1, g_steps: int = 1, **kwargs):
+        """``loss`` is a ``GANLoss`` (or the name of one, with its defaults); ``penalties`` are
+        added to D's loss (e.g. ``losses.R1(gamma)``)."""
         super().compile(**kwargs)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
-        self.gan_loss = GANLoss(loss, label_smoothing)
+        self.loss_fn = losses.make_loss(loss) if isinstance(loss, str) else loss
+        self.penalties = list(penalties)
         if d_steps < 1 or g_steps < 1:
             raise ValueError(f"d_steps and g_steps must be >= 1, got {d_steps}, {g_steps}")
-        if r1_gamma < 0:
-            raise ValueError(f"r1_gamma must be >= 0, got {r1_gamma}")
         self.d_steps, self.g_steps = int(d_steps), int(g_steps)
-        self.r1_gamma = float(r1_gamma)
+        names = ["d_loss", "g_loss", *self.loss_fn.metric_names]
+        if self.track_moments:
+            names += ["gen_mean", "gen_std"]
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
     @property
     def metrics(self):
@@ -115,34 +112,34 @@ class GAN(keras.Model):
         self.ema_step.assign_add(1)
 
     def discriminator_step(self, real):
-        """One D update on ``real`` and a fresh fake batch; only D's weights change."""
+        """One D update on ``real`` and a fresh fake batch; only D's weights change. Returns D's
+        loss (penalties included) and the ``DiscriminatorPass`` (logits) it was computed from."""
+        real = ops.convert_to_tensor(real)
         fake = self.generator(self.sample_noise(ops.shape(real)[0]), training=True)
         with tf.GradientTape() as tape:
-            if self.r1_gamma > 0:
-                with tf.GradientTape() as input_tape:  # inside `tape`: the penalty trains D
-                    input_tape.watch(real)
-                    real_logits = self.discriminator(real, training=True)
-                    total = ops.sum(ops.cast(real_logits, "float32"))
-                slopes = input_tape.gradient(total, real)
-                slopes = ops.reshape(ops.cast(slopes, "float32"), (ops.shape(real)[0], -1))
-                penalty = 0.5 * self.r1_gamma * ops.mean(ops.sum(ops.square(slopes), axis=1))
-            else:
+            # The input tape only records; D's input gradient is computed (and traced) only
+            # when a penalty asks for it (R1), so it costs nothing otherwise.
+            with tf.GradientTape() as input_tape:
+                input_tape.watch(real)
                 real_logits = self.discriminator(real, training=True)
-                penalty = 0.0
             fake_logits = self.discriminator(fake, training=True)
-            d_loss = self.gan_loss.discriminator_loss(real_logits, fake_logits) + penalty
+            step = losses.DiscriminatorPass(self.discriminator, real, fake, real_logits,
+                                            fake_logits, input_tape)
+            d_loss = self.loss_fn.discriminator(real_logits, fake_logits)
+            for penalty in self.penalties:
+                d_loss = d_loss + penalty(step)
             # / replicas (their gradients are summed); x the loss scale under float16
             scaled = self.d_optimizer.scale_loss(distribute.scale_loss(d_loss))
         grads = tape.gradient(scaled, self.discriminator.trainable_weights)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
-        return d_loss, real_logits, fake_logits
+        return d_loss, step
 
     def generator_step(self, batch_size):
         """One G update through a frozen-by-construction D; only G's weights change."""
         z = self.sample_noise(batch_size)
         with tf.GradientTape() as tape:
             generated = self.generator(z, training=True)
-            g_loss = self.gan_loss.generator_loss(self.discriminator(generated, training=True))
+            g_loss = self.loss_fn.generator(self.discriminator(generated, training=True))
             scaled = self.g_optimizer.scale_loss(distribute.scale_loss(g_loss))
         grads = tape.gradient(scaled, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
@@ -151,20 +148,19 @@ class GAN(keras.Model):
     def train_step(self, real):
         if isinstance(real, (tuple, list)):  # tolerate (x, y) datasets; labels are unused
             real = real[0]
+        # D first, d_steps times, on this batch and fresh fakes ...
         for _ in range(self.d_steps):
-            d_loss, real_logits, fake_logits = self.discriminator_step(real)
+            d_loss, d_pass = self.discriminator_step(real)
+        # ... then G, g_steps times, against the updated D ...
         for _ in range(self.g_steps):
             g_loss, generated = self.generator_step(ops.shape(real)[0])
+        # ... and the averaged copy of G follows.
         if self.ema_generator is not None:
             self.update_ema()
 
-        values = {
-            "d_loss": d_loss,
-            "g_loss": g_loss,
-            "d_real": ops.mean(ops.sigmoid(ops.cast(real_logits, "float32"))),
-            "d_fake": ops.mean(ops.sigmoid(ops.cast(fake_logits, "float32"))),
-        }
-        if self.tracks_moments:
+        values = {"d_loss": d_loss, "g_loss": g_loss,
+                  **self.loss_fn.metrics(d_pass.real_logits, d_pass.fake_logits)}
+        if self.track_moments:
             generated = ops.cast(generated, "float32")
             values["gen_mean"] = ops.mean(generated)
             values["gen_std"] = ops.std(generated)
@@ -182,6 +178,7 @@ class GAN(keras.Model):
             "noise": self.noise,
             "seed": self.seed,
             "ema_decay": self.ema_decay,
+            "track_moments": self.track_moments,
         }
 
     @classmethod
@@ -197,17 +194,18 @@ class GAN(keras.Model):
         return {
             "d_optimizer": keras.saving.serialize_keras_object(self.d_optimizer),
             "g_optimizer": keras.saving.serialize_keras_object(self.g_optimizer),
-            "loss": self.gan_loss.kind,
-            "label_smoothing": self.gan_loss.label_smoothing,
+            "loss": keras.saving.serialize_keras_object(self.loss_fn),
+            "penalties": [keras.saving.serialize_keras_object(p) for p in self.penalties],
             "d_steps": self.d_steps,
             "g_steps": self.g_steps,
-            "r1_gamma": self.r1_gamma,
         }
 
     def compile_from_config(self, config):
         config = dict(config)
-        for key in ("d_optimizer", "g_optimizer"):
+        for key in ("d_optimizer", "g_optimizer", "loss"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
+        config["penalties"] = [keras.saving.deserialize_keras_object(p)
+                               for p in config.get("penalties", [])]
         self.compile(**config)
         # Build the optimizers now so that their saved state (moments, iterations) loads too.
         self.d_optimizer.build(self.discriminator.trainable_variables)

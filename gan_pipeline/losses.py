@@ -1,17 +1,28 @@
-"""GAN losses on discriminator logits.
+"""GAN losses as objects, and the penalties that may be added to the discriminator's loss.
 
-Both losses train the discriminator with binary cross-entropy (real -> ``label_smoothing``, fake -> 0;
-one-sided smoothing, as in Salimans et al. 2016). They differ in the generator's objective:
+A loss gives the discriminator's loss on real and fake logits, the generator's loss on fake
+logits, and the step metrics that make sense for it. ``GAN.compile(loss=...)`` takes one;
+``train.loss`` names one in ``LOSSES``. To add a loss, write a class here and add it to
+``LOSSES``: the config's choices, the factory and the GAN read it from there.
 
-- ``non_saturating`` (default): maximise log D(G(z)), i.e. BCE(fake -> 1). Strong gradients early on.
-- ``minimax``: minimise log(1 - D(G(z))), the original game; its gradient vanishes when D wins.
+- ``non_saturating`` (default): D by binary cross-entropy (real -> ``label_smoothing``, fake ->
+  0; one-sided smoothing, Salimans et al. 2016); G maximises log D(G(z)). Strong early gradients.
+- ``minimax``: the same D; G minimises log(1 - D(G(z))), the original game, whose gradient
+  vanishes when D wins.
+
+A penalty is called inside D's gradient tape with the ``DiscriminatorPass`` of that step, and
+returns a scalar added to D's loss. ``R1`` (Mescheder et al. 2018) is gamma/2 E |grad_x D(x)|^2
+at real samples.
 """
 
 from __future__ import annotations
 
-from keras import ops
+from dataclasses import dataclass, field
+from typing import Any
 
-LOSSES = ("non_saturating", "minimax")
+import keras
+import tensorflow as tf
+from keras import ops
 
 
 def _bce(logits, target: float):
@@ -20,30 +31,120 @@ def _bce(logits, target: float):
 
 
 class GANLoss:
-    """The discriminator and generator losses of one kind, with one-sided label smoothing."""
+    """The discriminator's and generator's losses of one kind (logits in, float32 out)."""
 
-    def __init__(self, kind: str = "non_saturating", label_smoothing: float = 1.0):
-        if kind not in LOSSES:
-            from gan_pipeline.errors import UserError, closest
+    name = ""
+    settings: tuple[str, ...] = ()  # the `train.*` settings its constructor takes
+    metric_names: tuple[str, ...] = ()  # extra step metrics (``metrics``)
 
-            raise UserError(f"unknown loss {kind!r}; allowed: {', '.join(LOSSES)}."
-                            + closest(kind, LOSSES))
+    def discriminator(self, real_logits, fake_logits):
+        raise NotImplementedError
+
+    def generator(self, fake_logits):
+        raise NotImplementedError
+
+    def metrics(self, real_logits, fake_logits) -> dict:
+        return {}
+
+    def get_config(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.settings}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+class SigmoidLoss(GANLoss):
+    """D by binary cross-entropy on logits, with one-sided label smoothing on real samples.
+    Its step metrics ``d_real``/``d_fake`` are D's mean outputs as probabilities."""
+
+    settings = ("label_smoothing",)
+    metric_names = ("d_real", "d_fake")
+
+    def __init__(self, label_smoothing: float = 1.0):
         if not 0.0 < label_smoothing <= 1.0:
-            from gan_pipeline.errors import UserError
-
-            raise UserError(f"label_smoothing = {label_smoothing!r} is out of range: "
-                            "expected a number > 0 and <= 1")
-        self.kind = kind
+            raise ValueError(f"label_smoothing = {label_smoothing!r} is out of range: expected "
+                             "a number > 0 and <= 1")
         self.label_smoothing = float(label_smoothing)
 
-    def discriminator_loss(self, real_logits, fake_logits):
+    def discriminator(self, real_logits, fake_logits):
         return _bce(real_logits, self.label_smoothing) + _bce(fake_logits, 0.0)
 
-    def generator_loss(self, fake_logits):
-        if self.kind == "minimax":
-            # log(1 - sigmoid(l)) == -softplus(l); minimising it pushes the fake logits up.
-            return -ops.mean(ops.softplus(ops.cast(fake_logits, "float32")))
+    def metrics(self, real_logits, fake_logits) -> dict:
+        return {"d_real": ops.mean(ops.sigmoid(ops.cast(real_logits, "float32"))),
+                "d_fake": ops.mean(ops.sigmoid(ops.cast(fake_logits, "float32")))}
+
+
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class NonSaturating(SigmoidLoss):
+    name = "non_saturating"
+
+    def generator(self, fake_logits):
         return _bce(fake_logits, 1.0)
 
-    def get_config(self) -> dict:
-        return {"kind": self.kind, "label_smoothing": self.label_smoothing}
+
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class Minimax(SigmoidLoss):
+    name = "minimax"
+
+    def generator(self, fake_logits):
+        # log(1 - sigmoid(l)) == -softplus(l); minimising it pushes the fake logits up.
+        return -ops.mean(ops.softplus(ops.cast(fake_logits, "float32")))
+
+
+LOSSES: dict[str, type[GANLoss]] = {cls.name: cls for cls in (NonSaturating, Minimax)}
+
+
+def make_loss(name: str, **settings: Any) -> GANLoss:
+    """The loss ``name`` with the settings it takes picked from ``settings`` (``train.*``)."""
+    cls = LOSSES[name]
+    return cls(**{k: settings[k] for k in cls.settings if k in settings})
+
+
+# -- penalties ---------------------------------------------------------------------------------
+
+@dataclass
+class DiscriminatorPass:
+    """What one D step computed, for penalties. ``real_gradients()`` is D's input gradient at the
+    real batch; it is only computed (and traced) when a penalty asks for it."""
+
+    discriminator: keras.Model
+    real: Any
+    fake: Any
+    real_logits: Any
+    fake_logits: Any
+    input_tape: tf.GradientTape
+    _real_gradients: Any = field(default=None, repr=False)
+
+    def real_gradients(self):
+        if self._real_gradients is None:  # (a non-scalar target: the gradient of its sum)
+            self._real_gradients = self.input_tape.gradient(self.real_logits, self.real)
+        return self._real_gradients
+
+
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class R1:
+    """gamma/2 * E |grad_x D(x)|^2 on real samples: damps the oscillation of the two networks
+    around the equilibrium instead of letting it persist (Mescheder et al. 2018)."""
+
+    def __init__(self, gamma: float):
+        if not gamma > 0:
+            raise ValueError(f"R1 gamma must be > 0, got {gamma!r}")
+        self.gamma = float(gamma)
+
+    def __call__(self, step: DiscriminatorPass):
+        grads = ops.cast(step.real_gradients(), "float32")
+        grads = ops.reshape(grads, (ops.shape(grads)[0], -1))
+        return 0.5 * self.gamma * ops.mean(ops.sum(ops.square(grads), axis=1))
+
+    def get_config(self):
+        return {"gamma": self.gamma}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def penalties_from(train) -> list:
+    """The penalties the ``[train]`` settings switch on."""
+    return [R1(train.r1_gamma)] if train.r1_gamma > 0 else []

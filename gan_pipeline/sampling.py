@@ -1,4 +1,8 @@
-"""Load a trained generator (``.keras`` file, MLflow run id or model URI) and draw samples."""
+"""Load a trained generator (``.keras`` file, MLflow run id or model URI) and draw samples.
+
+How to sample a generator (its noise) and what its samples are (images or vectors) come from
+its ``GeneratorSpec`` (``gan_pipeline.kinds.spec_of``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ import re
 from pathlib import Path
 
 import keras
+import mlflow
 import numpy as np
+from PIL import Image
 
-from gan_pipeline import models, tracking, visualize
+from gan_pipeline import families  # noqa: F401 - registers the custom layers for loading
+from gan_pipeline import kinds, tracking
 from gan_pipeline.errors import UserError
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -17,7 +24,14 @@ MAX_GRID = 1024
 
 
 def load_generator(model: str, tracking_uri: str = "") -> keras.Model:
-    """``model`` is a ``.keras`` path, an MLflow run id or an MLflow model URI."""
+    """``model`` is a ``.keras`` path, an MLflow run id or an MLflow model URI; what it names
+    must be a generator this package saved (it carries a ``GeneratorSpec``)."""
+    generator = _load(model, tracking_uri)
+    kinds.spec_of(generator, f"--model {model!r}")
+    return generator
+
+
+def _load(model: str, tracking_uri: str) -> keras.Model:
     path = Path(model)
     if path.suffix == ".keras" or path.exists():
         if not path.is_file():
@@ -25,14 +39,13 @@ def load_generator(model: str, tracking_uri: str = "") -> keras.Model:
         try:
             return keras.models.load_model(path, safe_mode=True, compile=False)
         except Exception as exc:
-            raise UserError(f"could not load {model!r} as a Keras model: {exc}") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"could not load {model!r} as a Keras model: {first}") from None
 
     if not (RUN_ID.fullmatch(model) or MODEL_URI.match(model)):
         raise UserError(f"--model {model!r} is not valid: expected a .keras file, a 32-character "
                         "MLflow run id, or an MLflow model URI (runs:/<run_id>/generator, "
                         "models:/<model_id>)")
-    import mlflow
-
     uri = tracking.configure(tracking_uri)
     local_store = uri.removeprefix("sqlite:///")
     if uri.startswith("sqlite:///") and not Path(local_store).is_file():
@@ -76,27 +89,24 @@ def sample(generator: keras.Model, n: int, seed: int = 0, batch_size: int = 500)
     """``n`` float32 samples; the same ``seed`` gives the same samples."""
     if n < 1:
         raise UserError(f"--n {n} is not valid: expected a positive integer")
-    z = noise((n, *generator.input_shape[1:]), models.noise_for(generator), seed)
+    z = noise((n, *generator.input_shape[1:]), kinds.spec_of(generator)["noise"], seed)
     out = [keras.ops.convert_to_numpy(generator(z[i:i + batch_size], training=False))
            for i in range(0, n, batch_size)]
     return np.concatenate(out).astype(np.float32)
 
 
-def write(samples: np.ndarray, out: str | Path) -> Path:
-    """Save samples to ``.npy`` (all of them) or ``.png`` (a grid, or a histogram for 1-D)."""
+def write(samples: np.ndarray, out: str | Path, kind: kinds.Kind) -> Path:
+    """Save samples to ``.npy`` (all of them) or ``.png`` (the kind's picture)."""
     out = Path(out)
     if out.suffix not in (".npy", ".png"):
         raise UserError(f"--out {str(out)!r} is not valid: expected a .npy or .png file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        np.save(out, samples)
-    elif samples.ndim == 2:
-        fig = visualize.histogram_figure({"Generated": samples},
-                                         title=f"{len(samples)} generated vectors")
-        fig.savefig(out)
-        visualize.close(fig)
-    else:
-        from PIL import Image
-
-        Image.fromarray(visualize.image_grid(samples[:MAX_GRID])).save(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".npy":
+            np.save(out, samples)
+        else:
+            title = f"{len(samples)} generated {kind.name}"
+            Image.fromarray(kind.picture(samples[:MAX_GRID], title=title)).save(out)
+    except OSError as exc:
+        raise UserError(f"--out {str(out)!r}: cannot write there ({exc.strerror})") from None
     return out

@@ -1,4 +1,5 @@
-"""MLflow tracking: where runs go, what each epoch logs, and how the generator is logged.
+"""MLflow I/O: where runs go, how the generator, evaluations and classifiers are logged, and the
+Model Registry alias. (What each epoch logs is ``gan_pipeline.callbacks.logger``.)
 
 By default runs go to a SQLite database ``mlflow.db`` in the current directory with artifacts under
 ``./mlruns/`` (MLflow 3 no longer accepts the old ``./mlruns`` file store). That is exactly what
@@ -10,17 +11,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
+import requests
 import tensorflow as tf
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
-from gan_pipeline import visualize
 from gan_pipeline.errors import UserError
 
 GENERATOR_FILE = "generator.keras"  # the .keras artifact of every run
@@ -43,121 +43,9 @@ def configure(configured: str = "") -> str:
     return uri
 
 
-class MlflowLogger(keras.callbacks.Callback):
-    """Logs per-epoch metrics, pictures of a FIXED noise batch, and periodic quality figures.
-
-    Images use ``mlflow.log_image(key=..., step=epoch)``: the MLflow UI shows them with a step
-    slider. Image GANs log ``samples``; 1-D GANs log ``histogram`` (Real / Generated / Input) and
-    the moments of the fixed batch (``sample_mean``, ``sample_std``). ``train_seconds`` counts
-    training time only (no logging or evaluation). With an ``evaluate`` function (sampler ->
-    figures), the figures are logged as ``eval/<name>`` every ``every`` epochs and after the last
-    epoch, and a report figure closes the run.
-    """
-
-    def __init__(self, fixed_noise: np.ndarray, real_preview: np.ndarray | None, title: str = "",
-                 evaluate=None, every: int = 0, control=None, stop_on_collapse: bool = False):
-        super().__init__()
-        self.stop_on_collapse = stop_on_collapse
-        self.pending_stop = ""
-        self.logged_up_to = 0
-        self.control = control  # a RunControl: nothing is logged for an epoch that was cut short
-        self.fixed_noise = fixed_noise
-        self.real_preview = real_preview
-        self.title = title
-        self.evaluate = evaluate
-        self.every = every
-        self.history: dict[str, list[float]] = {}
-        self.eval_steps: list[int] = []
-        self.last_eval: dict | None = None
-        self.last_samples = None
-        self.train_seconds = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
-
-    def restore(self, run_id: str, train_seconds: float) -> None:
-        """Continue a resumed run: its earlier per-epoch metrics feed the end-of-run figures,
-        and steps it already logged (killed after logging, before its checkpoint) are not
-        logged twice: the redone epoch computes the same values."""
-        self.train_seconds = train_seconds
-        client = mlflow.MlflowClient()
-        for key in client.get_run(run_id).data.metrics:
-            history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-            self.history[key] = [m.value for m in history]
-            if key == "eval_seconds":
-                self.eval_steps = [m.step for m in history]
-            if key == "d_loss":
-                self.logged_up_to = max(m.step for m in history)
-
-    def _stopped(self) -> bool:
-        return self.control is not None and self.control.reason is not None
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.train_seconds += time.perf_counter() - self._epoch_start
-        step = epoch + 1  # MLflow step = number of epochs done
-        if self.control is not None and not self.control.epoch_complete(epoch):
-            return  # cut short (interrupted or diverged): nothing is logged for it
-        if step <= self.logged_up_to:
-            return  # logged before a kill that beat its checkpoint; the redo gives the same
-        metrics = {k: float(v) for k, v in (logs or {}).items()}
-        metrics["train_seconds"] = self.train_seconds
-        samples = self.model.sampler(self.fixed_noise, training=False)
-        samples = keras.ops.convert_to_numpy(samples).astype(np.float32)
-        self.last_samples = samples
-        if samples.ndim == 2:  # 1-D GAN
-            metrics["sample_mean"] = float(samples.mean())
-            metrics["sample_std"] = float(samples.std())
-            fig = visualize.histogram_figure(
-                {"Real": self.real_preview, "Generated": samples, "Input": self.fixed_noise},
-                title=f"{self.title} epoch {step}")
-            mlflow.log_image(visualize.figure_pixels(fig), key="histogram", step=step)
-            visualize.close(fig)
-        else:
-            mlflow.log_image(visualize.image_grid(samples), key="samples", step=step)
-        last = step == self.params.get("epochs")
-        if self.evaluate is not None and self.every and (step % self.every == 0 or last):
-            started = time.perf_counter()
-            figures = self.evaluate(self.model.sampler)
-            metrics.update({f"eval/{k}": float(v) for k, v in figures.items()
-                            if isinstance(v, (int, float))})
-            metrics["eval_seconds"] = time.perf_counter() - started
-            self.last_eval = figures
-            self.eval_steps.append(step)
-            collapse = self.evaluate.collapse(figures)
-            metrics["collapse_warning"] = float(collapse is not None)
-            if collapse:
-                print(f"\nwarning: epoch {step}: {collapse}", flush=True)
-                mlflow.set_tag("collapse_warning", f"epoch {step}: {collapse}")
-                if self.stop_on_collapse and self.control is not None:
-                    self.pending_stop = f"epoch {step}: {collapse}"
-        mlflow.log_metrics(metrics, step=step)
-        for key, value in metrics.items():
-            self.history.setdefault(key, []).append(value)
-        if self.pending_stop:  # after logging: this epoch is complete and its figures count
-            self.control.reason, self.control.detail = "collapsed", self.pending_stop
-            self.model.stop_training = True
-
-    def on_train_end(self, logs=None):
-        if self.control is not None and self.control.completed != self.params.get("epochs"):
-            return
-        if self.history:
-            fig = visualize.loss_figure(self.history, title=self.title)
-            mlflow.log_figure(fig, "loss_curves.png")
-            visualize.close(fig)
-        if self.last_eval is not None:
-            curves = {k.removeprefix("eval/"): v for k, v in self.history.items()
-                      if k.startswith("eval/")}
-            fig = visualize.report_figure(self.real_preview, self.last_samples, self.eval_steps,
-                                          curves, self.last_eval, title=self.title)
-            mlflow.log_figure(fig, "report.png")
-            visualize.close(fig)
-
-
 def check_reachable(uri: str) -> None:
     """Fail fast, before any training, when the tracking store cannot be reached or written."""
     if uri.startswith(("http://", "https://")):
-        import requests
-
         try:
             requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
         except requests.RequestException as exc:

@@ -1,4 +1,5 @@
-"""Pictures: sample grids, the 1-D histogram of the seed, loss curves. Matplotlib, no display."""
+"""Pictures: sample grids, the 1-D histogram of the seed, loss curves and end-of-run reports.
+Matplotlib without a display; these functions draw, ``gan_pipeline.kinds`` picks which."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gan_pipeline.data import denormalize  # noqa: E402
+
+
+def denormalize(x):
+    """float [-1, 1] -> uint8 [0, 255] (numpy), for pictures."""
+    return np.clip(np.round((np.asarray(x, dtype=np.float32) + 1.0) * 127.5), 0,
+                   255).astype(np.uint8)
 
 
 def image_grid(images, cols: int | None = None, pad: int = 2) -> np.ndarray:
@@ -75,42 +81,13 @@ def close(fig) -> None:
     plt.close(fig)
 
 
-def report_figure(real, generated, steps: list[int], curves: dict[str, list[float]],
-                  final: dict, title: str = ""):
-    """End-of-run report: real vs generated, quality curves, and the class histogram (images) or
-    the fitted distribution (1-D)."""
-    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
-    (ax_real, ax_fake), (ax_curves, ax_last) = axes
-    if generated.ndim == 2:  # 1-D: one histogram panel, moments in the legend
-        fig.delaxes(ax_fake)
-        hist = histogram_figure({"Real": real, "Generated": generated})
-        ax_real.imshow(figure_pixels(hist))
-        close(hist)
-        ax_real.set_axis_off()
-        ax_real.set_title("real vs generated (fixed noise)")
-        names = [k for k in ("ks", "wasserstein1", "abs_mean_error", "abs_std_error") if k in curves]
-        ax_last.set_axis_off()
-        rows = [[k, f"{final[k]:.4f}"] for k in names]
-        ax_last.table(cellText=rows, colLabels=["figure", "last value"], loc="center")
-    else:
-        for ax, images, label in ((ax_real, real, "real"), (ax_fake, generated, "generated")):
-            ax.imshow(image_grid(images[:64]))
-            ax.set_title(label)
-            ax.set_axis_off()
-        names = [k for k in ("frechet_distance", "precision", "recall", "density", "coverage")
-                 if k in curves]
-        shares = final.get("class_histogram", [])
-        ax_last.bar(range(len(shares)), shares)
-        if shares:
-            ax_last.axhline(1 / len(shares), color="grey", linestyle=":", linewidth=1)
-        ax_last.set_xticks(range(len(shares)))
-        ax_last.set_xlabel("predicted class")
-        ax_last.set_ylabel("share of generated samples")
-        ax_last.set_title("class histogram (dotted: uniform)")
-    primary = names[:1]
-    for name in primary:
+def _quality_panel(ax_curves, steps: list[int], curves: dict[str, list[float]],
+                   names: list[str]) -> None:
+    """The first named figure on the left axis, the others on a twin axis."""
+    names = [n for n in names if n in curves]
+    for name in names[:1]:
         ax_curves.plot(steps, curves[name][-len(steps):], marker="o", color="k", label=name)
-    ax_curves.set_ylabel(primary[0] if primary else "")
+    ax_curves.set_ylabel(names[0] if names else "")
     ax_curves.set_xlabel("epoch")
     ax_curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(names) > 1:
@@ -120,6 +97,51 @@ def report_figure(real, generated, steps: list[int], curves: dict[str, list[floa
         twin.legend(loc="upper right", fontsize=8)
     ax_curves.legend(loc="upper left", fontsize=8)
     ax_curves.set_title("quality while training")
+
+
+def image_report_figure(real, generated, steps: list[int], curves: dict[str, list[float]],
+                        final: dict, title: str = ""):
+    """End-of-run report for images: real vs generated grids, the quality curves and the class
+    histogram (when the evaluation has classes)."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    (ax_real, ax_fake), (ax_curves, ax_last) = axes
+    for ax, images, label in ((ax_real, real, "real"), (ax_fake, generated, "generated")):
+        ax.imshow(image_grid(images[:64]))
+        ax.set_title(label)
+        ax.set_axis_off()
+    shares = final.get("class_histogram", [])
+    if shares:
+        ax_last.bar(range(len(shares)), shares)
+        ax_last.axhline(1 / len(shares), color="grey", linestyle=":", linewidth=1)
+        ax_last.set_xticks(range(len(shares)))
+        ax_last.set_xlabel("predicted class")
+        ax_last.set_ylabel("share of generated samples")
+        ax_last.set_title("class histogram (dotted: uniform)")
+    else:
+        ax_last.set_axis_off()
+    _quality_panel(ax_curves, steps, curves,
+                   ["frechet_distance", "precision", "recall", "density", "coverage"])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def vector_report_figure(real, generated, steps: list[int], curves: dict[str, list[float]],
+                         final: dict, title: str = ""):
+    """End-of-run report for 1-D samples: one histogram panel, the curves, the last figures."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    (ax_real, ax_fake), (ax_curves, ax_last) = axes
+    fig.delaxes(ax_fake)
+    hist = histogram_figure({"Real": real, "Generated": generated})
+    ax_real.imshow(figure_pixels(hist))
+    close(hist)
+    ax_real.set_axis_off()
+    ax_real.set_title("real vs generated (fixed noise)")
+    names = [k for k in ("ks", "wasserstein1", "abs_mean_error", "abs_std_error") if k in curves]
+    ax_last.set_axis_off()
+    ax_last.table(cellText=[[k, f"{final[k]:.4f}"] for k in names],
+                  colLabels=["figure", "last value"], loc="center")
+    _quality_panel(ax_curves, steps, curves, names)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -1,14 +1,39 @@
-"""Shared test set-up: quiet TensorFlow, and where the real (offline) TFDS data lives."""
+"""Shared test set-up: quiet TensorFlow, a cache of evaluation classifiers kept between runs,
+and where the real (offline) TFDS data lives."""
 
+import json
 import os
-import tempfile
+import shutil
+import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-# Tests train evaluation classifiers on mocked (random) images; they must never land in, or be
-# read from, the user's real cache. One fresh cache per test session.
-_CACHE = tempfile.TemporaryDirectory(prefix="gan-pipeline-test-cache-")
-os.environ["GAN_PIPELINE_CACHE"] = _CACHE.name
+
+
+def _test_cache() -> str:
+    """The tests' own cache (never the user's: tests train classifiers on mocked images).
+
+    Kept between runs, so the real-MNIST classifier (keyed as always by dataset, version and
+    data folder) trains once, not every run. Decoded image folders, entries whose data folder no
+    longer exists (the temporary folders of earlier runs) and entries older than two weeks are
+    dropped here."""
+    root = Path(os.environ.get("GAN_PIPELINE_TEST_CACHE")
+                or Path.home() / ".cache" / "gan-pipeline-tests")
+    shutil.rmtree(root / "folders", ignore_errors=True)
+    for meta in (root / "classifiers").glob("*.json"):
+        try:
+            data_dir = json.loads(meta.read_text()).get("data_dir", "")
+        except ValueError:
+            data_dir = ""
+        stale = time.time() - meta.stat().st_mtime > 14 * 86400
+        if stale or not data_dir or not Path(data_dir).exists():
+            meta.unlink(missing_ok=True)
+            meta.with_suffix(".keras").unlink(missing_ok=True)
+    return str(root)
+
+
+os.environ["GAN_PIPELINE_CACHE"] = _test_cache()
 
 
 def pytest_collection_modifyitems(config, items):

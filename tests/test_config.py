@@ -17,15 +17,17 @@ class ShippedPipelinesTest(tf.test.TestCase):
         self.assertEqual({f.stem for f in files}, {"gaussian_1d", "mnist_mlp", "mnist_dcgan"})
         for path in files:
             cfg = config.load(path)
-            self.assertEqual(cfg["name"], path.stem)
-            self.assertIn(cfg["model"]["name"], ("gaussian_1d_sorted", "mlp_bn", "dcgan"))
+            self.assertEqual(cfg.name, path.stem)
+            self.assertIn(cfg.model.name, ("gaussian_1d_sorted", "mlp_bn", "dcgan"))
+            self.assertEqual(cfg.hyperparameters(),
+                             {k: v for k, v in cfg.model.to_dict().items() if k != "name"})
 
     def test_mnist_pipelines_use_the_tutorial_settings(self):
         for name in ("mnist_mlp", "mnist_dcgan"):
-            t = config.load(REPO / "pipelines" / f"{name}.toml")["train"]
-            self.assertEqual((t["label_smoothing"], t["g_learning_rate"], t["beta_1"]),
+            t = config.load(REPO / "pipelines" / f"{name}.toml").train
+            self.assertEqual((t.label_smoothing, t.g_learning_rate, t.beta_1),
                              (0.9, 2e-4, 0.5))
-        self.assertEqual(config.load(REPO / "pipelines/gaussian_1d.toml")["train"]["g_steps"], 5)
+        self.assertEqual(config.load(REPO / "pipelines/gaussian_1d.toml").train.g_steps, 5)
 
 
 class OverrideTest(tf.test.TestCase):
@@ -34,26 +36,26 @@ class OverrideTest(tf.test.TestCase):
                           ["epochs=3", "batch_size=32", "seed=7", "train.loss=minimax",
                            "train.g_learning_rate=1e-4", "model.d_filters=[32, 64]",
                            "data.dataset=fashion_mnist", "tracking.log_model=false"])
-        self.assertEqual((cfg["epochs"], cfg["batch_size"], cfg["seed"]), (3, 32, 7))
-        self.assertEqual(cfg["train"]["loss"], "minimax")
-        self.assertEqual(cfg["train"]["g_learning_rate"], 1e-4)
-        self.assertEqual(cfg["model"]["d_filters"], [32, 64])
-        self.assertEqual(cfg["data"]["dataset"], "fashion_mnist")
-        self.assertFalse(cfg["tracking"]["log_model"])
+        self.assertEqual((cfg.epochs, cfg.batch_size, cfg.seed), (3, 32, 7))
+        self.assertEqual(cfg.train.loss, "minimax")
+        self.assertEqual(cfg.train.g_learning_rate, 1e-4)
+        self.assertEqual(cfg.model.d_filters, [32, 64])
+        self.assertEqual(cfg.data.dataset, "fashion_mnist")
+        self.assertFalse(cfg.tracking.log_model)
 
     def test_integer_is_accepted_where_a_number_is_expected(self):
         cfg = config.load(REPO / "pipelines/mnist_mlp.toml", ["train.beta_1=0"])
-        self.assertIsInstance(cfg["train"]["beta_1"], float)
+        self.assertIsInstance(cfg.train.beta_1, float)
 
     def test_defaults_fill_missing_keys(self):
         cfg = config.validate({"model": {"name": "mlp"}})
-        self.assertEqual(cfg["model"]["g_widths"], [256, 512, 1024])
-        self.assertEqual(cfg["model"]["d_widths"], [1024, 512, 256])
-        self.assertEqual(cfg["model"]["dropout"], 0.3)
-        self.assertEqual(cfg["data"]["dataset"], "mnist")
+        self.assertEqual(cfg.model.g_widths, [256, 512, 1024])
+        self.assertEqual(cfg.model.d_widths, [1024, 512, 256])
+        self.assertEqual(cfg.model.dropout, 0.3)
+        self.assertEqual(cfg.data.dataset, "mnist")
 
     def test_flatten_gives_dotted_param_names(self):
-        flat = config.flatten(config.validate({}))
+        flat = config.flatten(config.validate({}).to_dict())
         self.assertIn("train.g_learning_rate", flat)
         self.assertIn("epochs", flat)
 
@@ -114,24 +116,24 @@ class PipelineSettingsTest(tf.test.TestCase):
         path = REPO / "pipelines/mnist_dcgan.toml"
         full = config.load(path)
         quick = config.load(path, ["profile=quick"])
-        self.assertEqual((full["profile"], quick["profile"]), ("full", "quick"))
+        self.assertEqual((full.profile, quick.profile), ("full", "quick"))
         raw = tomllib.loads(path.read_text())
         self.assertNotEqual(raw["epochs"], raw["profiles"]["quick"]["epochs"])
-        self.assertEqual((full["epochs"], quick["epochs"]),
+        self.assertEqual((full.epochs, quick.epochs),
                          (raw["epochs"], raw["profiles"]["quick"]["epochs"]))
-        self.assertEqual(quick["tune"]["tuner"], "random")
-        self.assertEqual(quick["model"], full["model"], "what the profile leaves alone stays")
+        self.assertEqual(quick.tune.tuner, "random")
+        self.assertEqual(quick.model, full.model, "what the profile leaves alone stays")
         mine = config.load(path, ["epochs=2", "profile=quick", "tune.max_trials=5"])
-        self.assertEqual((mine["epochs"], mine["tune"]["max_trials"]), (2, 5))
+        self.assertEqual((mine.epochs, mine.tune.max_trials), (2, 5))
         with self.assertRaisesRegex(UserError, r"profile = 'quik'.*'full', 'quick'.*'quick'"):
             config.load(path, ["profile=quik"])
 
     def test_every_shipped_pipeline_has_a_quick_profile_and_a_search(self):
         for path in sorted((REPO / "pipelines").glob("*.toml")):
             quick = config.load(path, ["profile=quick"])
-            self.assertEqual(quick["stages"], list(config.STAGES))
-            self.assertTrue(quick["tune"]["space"], path.name)
-            for name in quick["tune"]["space"]:
+            self.assertEqual(quick.stages, list(config.STAGES))
+            self.assertTrue(quick.tune.space, path.name)
+            for name in quick.tune.space:
                 self.assertRegex(name, r"^(train|model)\.|^batch_size$")
 
     def test_search_space_is_validated_against_the_settings(self):
@@ -139,9 +141,9 @@ class PipelineSettingsTest(tf.test.TestCase):
                            "loss": {"values": ["minimax", "non_saturating"]}},
                  "batch_size": {"values": [64, 128]}}
         cfg = config.validate({"tune": {"space": space}})
-        self.assertEqual(cfg["tune"]["space"]["train.d_learning_rate"],
+        self.assertEqual(cfg.tune.space["train.d_learning_rate"],
                          {"min": 1e-4, "max": 1e-3, "log": True})
-        self.assertEqual(cfg["tune"]["space"]["batch_size"], {"values": [64, 128]})
+        self.assertEqual(cfg.tune.space["batch_size"], {"values": [64, 128]})
         bad = [
             ({"train": {"d_learning_rte": {"min": 1, "max": 2}}},
              r"unknown setting 'tune.space.train.d_learning_rte'.*Did you mean 'd_learning_rate'"),
@@ -166,14 +168,14 @@ class PipelineSettingsTest(tf.test.TestCase):
                                 (["train", "register"], r"'register' needs 'evaluate'")):
             with self.assertRaisesRegex(UserError, message):
                 config.validate({"stages": stages})
-        self.assertEqual(config.validate({"stages": ["tune"]})["stages"], ["tune"])
+        self.assertEqual(config.validate({"stages": ["tune"]}).stages, ["tune"])
 
     def test_a_profile_replaces_a_search_range_whole(self):
         raw = {"tune": {"space": {"train": {"beta_1": {"min": 0.1, "max": 0.9}}}},
                "profiles": {"small": {"tune": {"space": {"train": {"beta_1": {
                    "values": [0.5]}}}}}}}
         cfg = config.validate({**raw, "profile": "small"})
-        self.assertEqual(cfg["tune"]["space"]["train.beta_1"], {"values": [0.5]})
+        self.assertEqual(cfg.tune.space["train.beta_1"], {"values": [0.5]})
 
     def test_stage_and_tuner_names_are_checked(self):
         with self.assertRaisesRegex(UserError, r"'trian' is not one of.*Did you mean 'train'"):
@@ -183,16 +185,96 @@ class PipelineSettingsTest(tf.test.TestCase):
 
     def test_training_runs_do_not_carry_pipeline_settings(self):
         cfg = config.load(REPO / "pipelines/gaussian_1d.toml")
-        part = config.training_part(cfg)
+        part = cfg.training_part()
         self.assertNotIn("tune", part)
         self.assertNotIn("stages", part)
         rebuilt = config.from_params({k: str(v) for k, v in config.flatten(part).items()})
-        self.assertEqual(config.training_part(rebuilt), part)
+        self.assertEqual(rebuilt.training_part(), part)
 
     def test_with_values_applies_and_revalidates(self):
         cfg = config.load(REPO / "pipelines/gaussian_1d.toml")
-        new = config.with_values(cfg, {"train.beta_1": 0.9, "batch_size": 32})
-        self.assertEqual((new["train"]["beta_1"], new["batch_size"]), (0.9, 32))
-        self.assertEqual(new["tune"]["space"], cfg["tune"]["space"])
+        new = cfg.replace({"train.beta_1": 0.9, "batch_size": 32})
+        self.assertEqual((new.train.beta_1, new.batch_size), (0.9, 32))
+        self.assertEqual(new.tune.space, cfg.tune.space)
         with self.assertRaisesRegex(UserError, "train.beta_1"):
-            config.with_values(cfg, {"train.beta_1": 2.0})
+            cfg.replace({"train.beta_1": 2.0})
+
+
+class TypedSectionsTest(tf.test.TestCase):
+    def test_settings_are_read_only_attributes(self):
+        cfg = config.load(REPO / "pipelines/mnist_dcgan.toml")
+        self.assertEqual(cfg.train.precision, "auto")
+        self.assertEqual(cfg.model.d_filters, [64, 128])
+        with self.assertRaisesRegex(AttributeError, "read-only"):
+            cfg.train.loss = "minimax"
+        with self.assertRaisesRegex(AttributeError, "no setting train.los"):
+            cfg.train.los  # noqa: B018
+        changed = cfg.replace({"train.loss": "minimax"})
+        self.assertEqual((cfg.train.loss, changed.train.loss), ("non_saturating", "minimax"))
+
+    def test_each_data_source_brings_its_own_settings(self):
+        folder = config.validate({"data": {"dataset": "folder", "path": "/x",
+                                           "image_size": [32, 32]}})
+        self.assertEqual((folder.data.path, folder.data.image_size, folder.data.channels),
+                         ("/x", [32, 32], 0))
+        self.assertNotIn("mean", folder.data)
+        gauss = config.load(REPO / "pipelines/gaussian_1d.toml")
+        self.assertEqual((gauss.data.mean, gauss.data.n_points), (4.0, 100))
+        self.assertNotIn("split", gauss.data)
+        self.assertIn("split", config.validate({}).data)  # a TFDS dataset
+
+
+class BadValuesTest(tf.test.TestCase):
+    assertUserError = BadInputTest.assertUserError
+
+    def test_non_finite_numbers_are_errors(self):
+        for key in ("train.d_learning_rate", "train.ema_decay", "train.r1_gamma",
+                    "eval.collapse_max_share"):
+            for value in ("nan", "inf", "-inf"):
+                self.assertUserError([f"{key}={value}"], key, "finite")
+        self.assertUserError({"data": {"dataset": "gaussian_1d", "std": float("nan")},
+                              "model": {"name": "gaussian_1d"}}, "data.std", "finite")
+        self.assertUserError({"data": {"dataset": "gaussian_1d", "mean": float("inf")},
+                              "model": {"name": "gaussian_1d"}}, "data.mean", "finite")
+
+    def test_out_of_range_values_name_the_limit(self):
+        self.assertUserError(["seed=4294967296"], "seed = 4294967296", "<= 4294967295")
+        self.assertUserError(["name="], "name = ''", "non-empty")
+        self.assertUserError(["model.d_filters=[]"], "model.d_filters")
+        self.assertUserError(["model.g_filters=10000000"], "model.g_filters", "<= 65536")
+        self.assertUserError({"data": {"dataset": "folder", "path": "/x", "image_size": [28]}},
+                             "data.image_size", "2 positive integers")
+        self.assertUserError({"data": {"dataset": "folder", "path": "/x", "channels": 2}},
+                             "data.channels", "one of 0, 1, 3")
+        self.assertUserError({"data": {"dataset": "folder"}}, "data.path", "non-empty")
+
+    def test_a_setting_of_another_data_source_is_unknown(self):
+        self.assertUserError(["data.mean=3"], "unknown setting 'data.mean'", "data.split")
+
+    def test_a_non_utf8_file_is_one_line(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            bad = Path(tmp) / "latin1.toml"
+            bad.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+            with self.assertRaisesRegex(UserError, r"latin1.toml: not a UTF-8 text file"):
+                config.load(bad)
+
+
+class SettingsReferenceTest(tf.test.TestCase):
+    def test_every_setting_family_and_data_source_is_in_the_reference(self):
+        from gan_pipeline import data, families
+        from gan_pipeline.config.schema import SCHEMA, Field
+
+        text = (REPO / "docs/settings.md").read_text()
+        for key, spec in SCHEMA.items():
+            if isinstance(spec, Field):
+                self.assertIn(f"`{key}`", text)
+                continue
+            for sub in spec:
+                self.assertIn(f"`{key}.{sub}`", text)
+        for source in [*data.SOURCES.values(), data.TFDSImages]:
+            for sub in source.fields:
+                self.assertIn(f"`data.{sub}`", text, source.__name__)
+        for name, family in families.FAMILIES.items():
+            self.assertIn(f"`{name}`", text)
+            for hp in family.defaults:
+                self.assertIn(f"`{hp} = ", text, f"{name}: {hp}")

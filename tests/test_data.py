@@ -1,4 +1,4 @@
-"""Data: values in [-1, 1], shapes per dataset, seeded order, 1-D moments, clear errors."""
+"""Data sources: values in [-1, 1], shapes per dataset, seeded order, 1-D moments, clear errors."""
 
 import os
 import tempfile
@@ -9,13 +9,21 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from gan_pipeline import data
+from gan_pipeline import config, data, visualize
 from gan_pipeline.errors import UserError
 from tests.helpers import real_tfds_dir
 
 
-def first_batch(train_data):
-    return next(iter(train_data.dataset)).numpy()
+def open_data(dataset="mnist", seed=0, **settings):
+    """The source ``data.dataset = dataset`` with ``settings``, as a pipeline would open it."""
+    model = "gaussian_1d" if dataset == "gaussian_1d" else "mlp"
+    cfg = config.validate({"seed": seed, "data": {"dataset": dataset, **settings},
+                           "model": {"name": model}})
+    return data.open_source(cfg)
+
+
+def first_batch(source, batch_size=16):
+    return next(iter(source.batches(batch_size))).numpy()
 
 
 class NormalizeTest(tf.test.TestCase):
@@ -26,68 +34,72 @@ class NormalizeTest(tf.test.TestCase):
 
     def test_denormalize_inverts_normalize(self):
         pixels = np.arange(256, dtype=np.uint8)
-        self.assertAllEqual(data.denormalize(data.normalize(pixels).numpy()), pixels)
+        self.assertAllEqual(visualize.denormalize(data.normalize(pixels).numpy()), pixels)
 
 
-class ImageDatasetTest(tf.test.TestCase):
+class TFDSImagesTest(tf.test.TestCase):
     """Any TFDS image dataset by name, mocked (random images with the real features)."""
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp()
 
-    def load(self, name, batch_size=16, seed=0):
+    def load(self, name, seed=0):
         # Under mock_data, download_and_prepare is a no-op, so download=True never touches the net.
-        return data.image_dataset(name, batch_size, data_dir=self.tmp, seed=seed,
-                                  shuffle_buffer=64)
+        return open_data(name, seed=seed, data_dir=self.tmp, shuffle_buffer=64)
 
     def test_batches_are_float32_in_range_with_the_dataset_shape(self):
         expected = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "kmnist": (28, 28, 1),
                     "cifar10": (32, 32, 3)}
         with tfds.testing.mock_data(num_examples=64):
             for name, shape in expected.items():
-                train = self.load(name)
-                batch = first_batch(train)
-                self.assertEqual(train.shape, shape)
+                source = self.load(name)
+                batch = first_batch(source)
+                self.assertEqual(source.shape, shape)
                 self.assertEqual(batch.shape, (16, *shape))
                 self.assertEqual(batch.dtype, np.float32)
                 self.assertGreaterEqual(batch.min(), -1.0)
                 self.assertLessEqual(batch.max(), 1.0)
                 self.assertGreater(batch.std(), 0.1, "images should not be constant")
+                self.assertLen(source.class_names, 10)
 
     def test_order_is_reproducible_for_a_seed(self):
         with tfds.testing.mock_data(num_examples=64):
-            a = first_batch(self.load("mnist", seed=3))
+            source = self.load("mnist", seed=3)
+            a = first_batch(source)
             b = first_batch(self.load("mnist", seed=3))
             c = first_batch(self.load("mnist", seed=4))
+            again = first_batch(source)  # a second stream of the same source starts the same
         self.assertAllEqual(a, b)
+        self.assertAllEqual(a, again)
         self.assertNotAllClose(a, c)
 
     def test_batch_size_larger_than_the_data_is_an_error(self):
         with tfds.testing.mock_data(num_examples=8):
             with self.assertRaisesRegex(UserError, "batch_size = 16 is larger than the 8"):
-                self.load("mnist", batch_size=16)
+                first_batch(self.load("mnist"))
 
 
 class DataErrorsTest(tf.test.TestCase):
     def test_unknown_dataset_suggests_close_names(self):
         with self.assertRaisesRegex(UserError, r"unknown dataset 'mnsit'.*Did you mean 'mnist'"):
-            data.image_dataset("mnsit")
+            open_data("mnsit")
+        with self.assertRaisesRegex(UserError, r"Did you mean 'folder'"):
+            open_data("foldr")
 
     def test_dataset_without_image_feature(self):
         with self.assertRaisesRegex(UserError, r"'imdb_reviews' has no 'image' feature"):
-            data.image_dataset("imdb_reviews")
+            open_data("imdb_reviews")
 
     def test_non_positive_batch_size(self):
+        source = open_data("gaussian_1d", num_examples=64, n_points=5)
         for bad in (0, -1):
             with self.assertRaisesRegex(UserError, f"batch_size = {bad} is not valid"):
-                data.image_dataset("mnist", bad)
-            with self.assertRaisesRegex(UserError, f"batch_size = {bad} is not valid"):
-                data.gaussian_dataset(bad)
+                source.batches(bad)
 
     def test_unprepared_dataset_offline_names_dataset_and_directory(self):
         with tempfile.TemporaryDirectory() as empty:
             with self.assertRaises(UserError) as ctx:
-                data.image_dataset("fashion_mnist", data_dir=empty, download=False)
+                open_data("fashion_mnist", data_dir=empty, download=False)
             message = str(ctx.exception)
             self.assertIn("'fashion_mnist' is not prepared in " + empty, message)
             self.assertIn("TFDS_DATA_DIR", message)
@@ -100,7 +112,7 @@ class DataErrorsTest(tf.test.TestCase):
             try:
                 self.assertEqual(data.resolve_data_dir(None), empty)
                 with self.assertRaisesRegex(UserError, "not prepared in " + empty):
-                    data.image_dataset("kmnist", download=False)
+                    open_data("kmnist", download=False)
             finally:
                 if old is None:
                     del os.environ["TFDS_DATA_DIR"]
@@ -108,31 +120,35 @@ class DataErrorsTest(tf.test.TestCase):
                     os.environ["TFDS_DATA_DIR"] = old
 
 
-class GaussianDatasetTest(tf.test.TestCase):
+class GaussianSourceTest(tf.test.TestCase):
     def test_vectors_of_n_points_from_the_configured_normal(self):
-        train = data.gaussian_dataset(50, n_points=100, mean=4.0, std=1.25, num_examples=1000,
-                                      seed=1)
-        values = np.concatenate([b.numpy() for b in train.dataset])
-        self.assertEqual(train.shape, (100,))
+        source = open_data("gaussian_1d", seed=1, n_points=100, mean=4.0, std=1.25,
+                           num_examples=1000)
+        values = np.concatenate([b.numpy() for b in source.batches(50)])
+        self.assertEqual(source.shape, (100,))
         self.assertEqual(values.shape, (1000, 100))
         self.assertAllClose(values.mean(), 4.0, atol=0.02)
         self.assertAllClose(values.std(), 1.25, atol=0.02)
+        self.assertIsNone(source.class_names)
 
     def test_mean_std_and_n_points_are_configurable(self):
-        train = data.gaussian_dataset(10, n_points=7, mean=-2.0, std=0.5, num_examples=2000)
-        values = np.concatenate([b.numpy() for b in train.dataset])
+        source = open_data("gaussian_1d", n_points=7, mean=-2.0, std=0.5, num_examples=2000)
+        values = np.concatenate([b.numpy() for b in source.batches(10)])
         self.assertEqual(values.shape[1], 7)
         self.assertAllClose(values.mean(), -2.0, atol=0.03)
         self.assertAllClose(values.std(), 0.5, atol=0.03)
+        real = source.real_samples(500)
+        self.assertEqual(real.shape, (500, 7))
+        self.assertAllClose(real.mean(), -2.0, atol=0.03)
 
 
 @pytest.mark.slow
 class RealMnistDataTest(tf.test.TestCase):
     def test_real_mnist_offline_is_normalised(self):
         data_dir = real_tfds_dir(self)
-        train = data.image_dataset("mnist", 256, data_dir=data_dir, download=False)
-        self.assertEqual(train.num_examples, 60_000)
-        batch = first_batch(train)
+        source = open_data("mnist", data_dir=data_dir, download=False)
+        self.assertEqual(source.num_examples, 60_000)
+        batch = first_batch(source, 256)
         self.assertEqual(batch.shape, (256, 28, 28, 1))
         self.assertEqual((batch.min(), batch.max()), (-1.0, 1.0))
         self.assertTrue(Path(data_dir, "mnist").is_dir())

@@ -16,7 +16,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
-from gan_pipeline import models
+from gan_pipeline import families
 from gan_pipeline.gan import GAN
 
 real = np.random.default_rng(0).uniform(-1, 1, (32, 4, 4, 1)).astype("float32")
@@ -24,7 +24,7 @@ real = np.random.default_rng(0).uniform(-1, 1, (32, 4, 4, 1)).astype("float32")
 def one_step(strategy):
     with strategy.scope():
         keras.utils.set_random_seed(0)
-        g, d = models.build("mlp", (4, 4, 1), latent_dim=4, g_widths=[8], d_widths=[8],
+        g, d = families.build("mlp", (4, 4, 1), latent_dim=4, g_widths=[8], d_widths=[8],
                             dropout=0.0)
         # G's kernels at zero make its output independent of the noise, and D has no Dropout:
         # the D step is then deterministic, whatever noise each replica draws.
@@ -43,7 +43,7 @@ def one_step(strategy):
 
 mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with mirrored.scope():
-    g, d = models.build("mlp", (4, 4, 1), latent_dim=4, g_widths=[8], d_widths=[8])
+    g, d = families.build("mlp", (4, 4, 1), latent_dim=4, g_widths=[8], d_widths=[8])
     gan = GAN(g, d, seed=0)
 noise = mirrored.experimental_local_results(mirrored.run(lambda: gan.sample_noise(8)))
 same_noise = bool(np.allclose(noise[0].numpy(), noise[1].numpy()))

@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from gan_pipeline import evaluation
 from tests.helpers import REPO, TempWorkdir, real_tfds_dir
 from tests.test_cli import only_run, run_cli, tiny_overrides
+from tests.test_data import open_data
 
 
 class CacheDir:
@@ -37,11 +37,13 @@ class CacheDir:
 class FeatureClassifierTest(tf.test.TestCase):
     def test_trained_once_then_loaded_from_the_cache(self):
         with CacheDir() as cache, tfds.testing.mock_data(num_examples=64):
-            first = evaluation.feature_classifier("mnist", cache / "tfds", epochs=1, verbose=0)
+            first = open_data("mnist", data_dir=str(cache / "tfds")).classifier(epochs=1,
+                                                                               verbose=0)
             self.assertTrue(first.path.is_file())
             self.assertEqual(first.path.parent, cache / "classifiers")
             stamp = first.path.stat().st_mtime_ns
-            second = evaluation.feature_classifier("mnist", cache / "tfds", epochs=1, verbose=0)
+            second = open_data("mnist", data_dir=str(cache / "tfds")).classifier(epochs=1,
+                                                                                verbose=0)
             self.assertEqual(second.path.stat().st_mtime_ns, stamp, "must not retrain")
             images = np.random.default_rng(0).uniform(-1, 1, (5, 28, 28, 1)).astype(np.float32)
             f1, p1 = first.features(images)
@@ -111,5 +113,5 @@ class EvaluateCommandTest(tf.test.TestCase):
 class RealMnistClassifierTest(tf.test.TestCase):
     def test_classifier_reaches_99_percent_on_mnist_test(self):
         data_dir = real_tfds_dir(self)
-        classifier = evaluation.feature_classifier("mnist", data_dir, download=False)
+        classifier = open_data("mnist", data_dir=data_dir, download=False).classifier()
         self.assertGreaterEqual(classifier.info["test_accuracy"], 0.99)

@@ -8,17 +8,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gan_pipeline import config, data, models
+from gan_pipeline import config, data, families, kinds
+from gan_pipeline.factory import build_gan
 from gan_pipeline.gan import GAN
-from gan_pipeline.losses import GANLoss
-from gan_pipeline.train import build_gan
+from gan_pipeline.losses import R1, Minimax, NonSaturating
 from tests.helpers import TINY
 
 
 def tiny_gan(family="dcgan", shape=(28, 28, 1), seed=0, **compile_kwargs):
     keras.utils.set_random_seed(seed)
-    g, d = models.build(family, shape, **TINY[family])
-    gan = GAN(g, d, noise=models.get_family(family).noise, seed=seed)
+    spec = families.get(family)
+    g, d = spec.build(shape, **TINY[family])
+    g = kinds.attach_spec(g, noise=spec.noise, kind=spec.kind.name, family=family)
+    gan = GAN(g, d, noise=spec.noise, seed=seed, track_moments=spec.kind.track_moments)
     gan.compile(d_optimizer=keras.optimizers.Adam(1e-2), g_optimizer=keras.optimizers.Adam(1e-2),
                 **compile_kwargs)
     return gan
@@ -74,19 +76,20 @@ class R1PenaltyTest(tf.test.TestCase):
     def test_penalty_is_half_gamma_times_the_squared_input_gradient_on_real_data(self):
         # A linear D has the input gradient w everywhere: the penalty is gamma / 2 * |w|^2.
         keras.utils.set_random_seed(0)
-        g, _ = models.build("gaussian_1d", (6,), **TINY["gaussian_1d"])
+        g, _ = families.build("gaussian_1d", (6,), **TINY["gaussian_1d"])
         d = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
         gan = GAN(g, d, noise="uniform", seed=0)
         gan.compile(d_optimizer=keras.optimizers.SGD(0.0), g_optimizer=keras.optimizers.SGD(0.0),
-                    r1_gamma=3.0)
+                    penalties=[R1(3.0)])
         w = d.layers[-1].kernel.numpy()
         real = np.random.default_rng(0).normal(4, 1.25, (5, 6)).astype(np.float32)
-        d_loss, real_logits, fake_logits = gan.discriminator_step(tf.constant(real))
-        penalty = float(d_loss) - float(gan.gan_loss.discriminator_loss(real_logits, fake_logits))
+        d_loss, step = gan.discriminator_step(tf.constant(real))
+        penalty = float(d_loss) - float(gan.loss_fn.discriminator(step.real_logits,
+                                                                 step.fake_logits))
         self.assertAllClose(penalty, 0.5 * 3.0 * float(np.sum(w ** 2)), rtol=1e-5)
 
     def test_penalised_step_still_changes_only_the_discriminator(self):
-        gan = tiny_gan(r1_gamma=10.0)
+        gan = tiny_gan(penalties=[R1(10.0)])
         real = np.random.default_rng(0).uniform(-1, 1, (8, 28, 28, 1)).astype(np.float32)
         g_before = snapshot(gan.generator.trainable_weights)
         d_before = snapshot(gan.discriminator.trainable_weights)
@@ -104,27 +107,39 @@ class LossTest(tf.test.TestCase):
     def test_values_on_known_logits(self):
         zero = tf.zeros((4, 1))
         log2 = float(np.log(2.0))
-        ns = GANLoss("non_saturating", label_smoothing=1.0)
-        self.assertAllClose(ns.discriminator_loss(zero, zero), 2 * log2)
-        self.assertAllClose(ns.generator_loss(zero), log2)
-        self.assertAllClose(GANLoss("minimax").generator_loss(zero), -log2)
+        ns = NonSaturating(label_smoothing=1.0)
+        self.assertAllClose(ns.discriminator(zero, zero), 2 * log2)
+        self.assertAllClose(ns.generator(zero), log2)
+        self.assertAllClose(Minimax().generator(zero), -log2)
+        self.assertAllClose(ns.metrics(zero, zero)["d_real"], 0.5)  # D's output as probability
 
     def test_one_sided_label_smoothing_moves_only_the_real_target(self):
         big = tf.fill((4, 1), 20.0)  # D very sure the sample is real
-        smooth = GANLoss(label_smoothing=0.9)
+        smooth = NonSaturating(label_smoothing=0.9)
         # BCE(target 0.9, p ~ 1) ~ 0.1 * 20: smoothing penalises over-confidence on real data
-        self.assertAllClose(smooth.discriminator_loss(big, -big), 2.0, atol=1e-3)
-        self.assertAllClose(GANLoss().discriminator_loss(big, -big), 0.0, atol=1e-6)
-        self.assertAllClose(smooth.generator_loss(big), GANLoss().generator_loss(big))
+        self.assertAllClose(smooth.discriminator(big, -big), 2.0, atol=1e-3)
+        self.assertAllClose(NonSaturating().discriminator(big, -big), 0.0, atol=1e-6)
+        self.assertAllClose(smooth.generator(big), NonSaturating().generator(big))
 
     def test_minimax_saturates_where_non_saturating_does_not(self):
         logits = tf.Variable(tf.fill((4, 1), -8.0))  # D confidently rejects the fakes
         grads = {}
-        for kind in ("non_saturating", "minimax"):
+        for loss_fn in (NonSaturating(), Minimax()):
             with tf.GradientTape() as tape:
-                loss = GANLoss(kind).generator_loss(logits)
-            grads[kind] = float(tf.reduce_sum(tf.abs(tape.gradient(loss, logits))))
+                loss = loss_fn.generator(logits)
+            grads[loss_fn.name] = float(tf.reduce_sum(tf.abs(tape.gradient(loss, logits))))
         self.assertGreater(grads["non_saturating"], 100 * grads["minimax"])
+
+    def test_the_loss_names_its_step_metrics(self):
+        class Plain(NonSaturating):  # a loss without probability outputs
+            metric_names = ()
+
+            def metrics(self, real_logits, fake_logits):
+                return {}
+
+        real = np.random.default_rng(0).uniform(-1, 1, (8, 28, 28, 1)).astype(np.float32)
+        logs = tiny_gan(loss=Plain()).train_step(tf.constant(real))
+        self.assertEqual(set(logs), {"d_loss", "g_loss"})
 
 
 class NoiseAndSeedTest(tf.test.TestCase):
@@ -154,10 +169,13 @@ class SerializationTest(tf.test.TestCase):
                 gan.generator.save(path)
                 loaded = keras.models.load_model(path, safe_mode=True)
             self.assertAllClose(loaded(z, training=False), gan.generator(z, training=False))
-            self.assertEqual(loaded.name, f"{family}_generator")
+            # how to sample it travels in its config, not its name
+            self.assertEqual(kinds.spec_of(loaded)["noise"], families.get(family).noise)
+            self.assertEqual(kinds.spec_of(loaded)["family"], family)
 
     def test_whole_gan_round_trip_keeps_weights_and_settings(self):
-        gan = tiny_gan("gaussian_1d", (20,), loss="minimax", label_smoothing=0.9, g_steps=5)
+        gan = tiny_gan("gaussian_1d", (20,), loss=Minimax(label_smoothing=0.9), g_steps=5,
+                       penalties=[R1(2.0)])
         gan.fit(tf.data.Dataset.from_tensor_slices(
             np.random.default_rng(0).normal(4, 1.25, (16, 20)).astype(np.float32)).batch(8),
             epochs=1, verbose=0)
@@ -167,8 +185,10 @@ class SerializationTest(tf.test.TestCase):
             loaded = keras.models.load_model(path, safe_mode=True)
         self.assertIsInstance(loaded, GAN)
         self.assertEqual((loaded.noise, loaded.seed), ("uniform", 0))
-        self.assertEqual((loaded.gan_loss.kind, loaded.gan_loss.label_smoothing, loaded.g_steps),
+        self.assertEqual((loaded.loss_fn.name, loaded.loss_fn.label_smoothing, loaded.g_steps),
                          ("minimax", 0.9, 5))
+        self.assertEqual([(type(p), p.gamma) for p in loaded.penalties], [(R1, 2.0)])
+        self.assertTrue(loaded.track_moments)
         for name in ("d_optimizer", "g_optimizer"):  # optimizer state comes back too
             saved, restored = getattr(gan, name), getattr(loaded, name)
             self.assertEqual(int(restored.iterations), int(saved.iterations))
@@ -190,12 +210,12 @@ class LearningTest(tf.test.TestCase):
     def test_gaussian_1d_moves_its_mean_toward_four(self):
         cfg = config.load(Path(__file__).parents[1] / "pipelines/gaussian_1d.toml",
                           ["data.num_examples=3200", "train.ema_decay=0"])  # the file's rates
-        keras.utils.set_random_seed(cfg["seed"])
-        train = data.from_config(cfg)
-        steps = 4 * (train.num_examples // cfg["batch_size"])  # 200 steps, a few seconds
+        keras.utils.set_random_seed(cfg.seed)
+        train = data.open_source(cfg)
+        steps = 4 * (train.num_examples // cfg.batch_size)  # 200 steps, a few seconds
         gan = build_gan(cfg, train.shape, total_batches=steps)  # the file's cosine decay spans them
         start = float(gan.generate(256).numpy().mean())
-        gan.fit(train.dataset, epochs=4, verbose=0)
+        gan.fit(train.batches(cfg.batch_size), epochs=4, verbose=0)
         samples = gan.generate(256).numpy()
         self.assertGreater(abs(start - 4.0), 2.0, "an untrained generator starts far from 4")
         message = f"mean {samples.mean():.3f} after 4 epochs (started at {start:.3f})"

@@ -13,7 +13,7 @@ import mlflow
 import tensorflow as tf
 
 from gan_pipeline import config, tracking, tuning
-from gan_pipeline.pipeline import Pipeline
+from gan_pipeline.pipeline.runner import Pipeline
 from tests.helpers import REPO, TINY, TempWorkdir
 
 SCRIPT = str(Path(sys.executable).parent / "gan-pipeline")
@@ -212,8 +212,8 @@ class TuningTest(tf.test.TestCase):
             # max_failed_trials=1: Keras Tuner gives up after the first failure (with a
             # RuntimeError the search turns into a clear message)
             cfg = tiny_1d("tune.max_trials=3", "tune.max_failed_trials=1")
-            cfg["tune"]["space"] = {"train.d_learning_rate": {"values": [1e30]},
-                                    "train.g_learning_rate": {"values": [1e30]}}
+            cfg = cfg.replace({"tune.space": {"train.d_learning_rate": {"values": [1e30]},
+                                              "train.g_learning_rate": {"values": [1e30]}}})
             from gan_pipeline.errors import UserError
 
             with self.assertRaisesRegex(UserError, "without one successful trial"):
@@ -286,8 +286,7 @@ class PipelineErrorsTest(tf.test.TestCase):
         from gan_pipeline.errors import UserError
 
         with TempWorkdir() as work:
-            cfg = tiny_1d()
-            cfg["tune"]["space"] = {}
+            cfg = tiny_1d().replace({"tune.space": {}})
             with self.assertRaisesRegex(UserError, r"tune stage needs a search space.*stages"):
                 Pipeline(cfg, verbose=0).run()
             self.assertFalse((work.path / "mlflow.db").exists() and mlflow.MlflowClient(

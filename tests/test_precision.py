@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from gan_pipeline import config, distribute
-from gan_pipeline.train import build_gan
+from gan_pipeline.factory import build_gan, resolved_precision
 from tests.helpers import TINY
 
 SHAPES = {"dcgan": (8, 8, 1), "mlp": (4, 4, 1), "gaussian_1d": (16,)}
@@ -91,9 +91,11 @@ class PrecisionTest(tf.test.TestCase):
             # CPUs: bfloat16 for images only where the CPU has bfloat16 instructions; 1-D never
             for has_bf16, images in ((True, "mixed_bfloat16"), (False, "float32")):
                 with mock.patch.object(distribute, "cpu_has_bf16", return_value=has_bf16):
-                    self.assertEqual(distribute.precision("auto", (28, 28, 1)), images)
-                    self.assertEqual(distribute.precision("auto", (100,)), "float32")
-        self.assertEqual(distribute.precision("mixed_float16", (100,)), "mixed_float16")
+                    self.assertEqual(resolved_precision(tiny_cfg("dcgan")), images)
+                    self.assertEqual(resolved_precision(tiny_cfg("gaussian_1d")), "float32")
+        self.assertEqual(resolved_precision(tiny_cfg("gaussian_1d",
+                                                     "train.precision=mixed_float16")),
+                         "mixed_float16")
         self.assertEqual(distribute.jit_compile("on"), True)
 
     def test_cpu_bf16_flags_are_read_from_cpuinfo(self):

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from gan_pipeline import checkpoints, config
 from gan_pipeline.errors import UserError
-from gan_pipeline.train import train
+from gan_pipeline.run import train
 from tests.helpers import REPO, TINY, TempWorkdir
 
 SCRIPT = str(Path(sys.executable).parent / "gan-pipeline")

@@ -1,4 +1,5 @@
-"""Architectures: shapes for every family and data shape, the seed layouts, serialisable layers."""
+"""Families: shapes for every family and data shape, the seed layouts, serialisable layers, and
+a new family plugged in through its registry entry alone."""
 
 import tempfile
 from pathlib import Path
@@ -7,8 +8,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gan_pipeline import models
+from unittest import mock
+
+from gan_pipeline import config, families, kinds
 from gan_pipeline.errors import UserError
+from gan_pipeline.factory import build_gan
+from gan_pipeline.families.gaussian_1d import DeviationFeatures, SortedValues
 from tests.helpers import TINY
 
 
@@ -28,7 +33,7 @@ class ShapesTest(tf.test.TestCase):
     def test_every_image_family_on_every_image_shape(self):
         for family in ("mlp", "mlp_bn", "dcgan"):
             for shape in ((28, 28, 1), (32, 32, 3)):
-                g, d = models.build(family, shape, **TINY[family])
+                g, d = families.build(family, shape, **TINY[family])
                 z = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
                 x = g(z, training=False).numpy()
                 self.assertEqual(x.shape, (3, *shape), f"{family} {shape}")
@@ -36,14 +41,14 @@ class ShapesTest(tf.test.TestCase):
                 self.assertEqual(d(x, training=False).shape, (3, 1))
 
     def test_gaussian_1d_maps_uniform_vectors_to_vectors(self):
-        g, d = models.build("gaussian_1d", (100,))
+        g, d = families.build("gaussian_1d", (100,))
         z = np.random.default_rng(0).uniform(size=(4, 100)).astype(np.float32)
         self.assertEqual(g(z).shape, (4, 100))
         self.assertEqual(d(g(z)).shape, (4, 1))
-        self.assertEqual(models.get_family("gaussian_1d").noise, "uniform")
+        self.assertEqual(families.get("gaussian_1d").noise, "uniform")
 
     def test_default_architectures_follow_the_seeds(self):
-        g, d = models.build("dcgan", (28, 28, 1))
+        g, d = families.build("dcgan", (28, 28, 1))
         self.assertEqual(g.layers[1].units, 7 * 7 * 128)
         self.assertEqual(layer_types(g).count("UpSampling2D"), 2)
         self.assertEqual(layer_types(g).count("BatchNormalization"), 2)
@@ -53,7 +58,7 @@ class ShapesTest(tf.test.TestCase):
         self.assertEqual(d.output_shape, (None, 1))
         self.assertEqual(d.layers[-1].activation.__name__, "linear", "D outputs logits")
 
-        g, d = models.build("mlp", (28, 28, 1))
+        g, d = families.build("mlp", (28, 28, 1))
         self.assertEqual([l.units for l in g.layers if isinstance(l, keras.layers.Dense)],
                          [256, 512, 1024, 784])
         self.assertEqual([l.units for l in d.layers if isinstance(l, keras.layers.Dense)],
@@ -63,21 +68,20 @@ class ShapesTest(tf.test.TestCase):
                   if isinstance(l, keras.layers.LeakyReLU)}
         self.assertEqual(slopes, {0.2})
 
-        g, d = models.build("gaussian_1d", (100,))
+        g, d = families.build("gaussian_1d", (100,))
         dense = [l for l in g.layers if isinstance(l, keras.layers.Dense)]
         self.assertEqual([(l.units, l.activation.__name__) for l in dense],
                          [(50, "relu"), (50, "sigmoid"), (1, "linear")])
         self.assertIn("DeviationFeatures", layer_types(d))
 
     def test_mlp_bn_adds_batch_norm_to_the_generator_only(self):
-        g, d = models.build("mlp_bn", (28, 28, 1))
+        g, d = families.build("mlp_bn", (28, 28, 1))
         self.assertEqual(layer_types(g).count("BatchNormalization"), 3)
         self.assertNotIn("BatchNormalization", layer_types(d))
-        self.assertNotIn("BatchNormalization", layer_types(models.build("mlp", (28, 28, 1))[0]))
-        self.assertEqual(models.noise_for(g), "normal")
+        self.assertNotIn("BatchNormalization", layer_types(families.build("mlp", (28, 28, 1))[0]))
 
     def test_hyperparameters_change_the_models(self):
-        g, _ = models.build("mlp", (28, 28, 1), latent_dim=32, g_widths=[64])
+        g, _ = families.build("mlp", (28, 28, 1), latent_dim=32, g_widths=[64])
         self.assertEqual(g.input_shape, (None, 32))
         self.assertEqual([l.units for l in g.layers if isinstance(l, keras.layers.Dense)],
                          [64, 784])
@@ -86,11 +90,11 @@ class ShapesTest(tf.test.TestCase):
 class DeviationFeaturesTest(tf.test.TestCase):
     def test_values_beside_squared_deviation_from_their_vector_mean(self):
         x = np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]], dtype=np.float32)
-        out = models.DeviationFeatures()(x).numpy()
+        out = DeviationFeatures()(x).numpy()
         self.assertAllClose(out, [[1, 2, 3, 1, 0, 1], [5, 5, 5, 0, 0, 0]])
 
     def test_discriminator_with_it_loads_in_safe_mode(self):
-        _, d = models.build("gaussian_1d", (10,), **TINY["gaussian_1d"])
+        _, d = families.build("gaussian_1d", (10,), **TINY["gaussian_1d"])
         x = np.random.default_rng(1).normal(4, 1.25, (5, 10)).astype(np.float32)
         self.assertAllClose(reloaded(d)(x), d(x))
 
@@ -98,13 +102,13 @@ class DeviationFeaturesTest(tf.test.TestCase):
 class SortedValuesTest(tf.test.TestCase):
     def test_values_in_ascending_order_per_vector(self):
         x = np.array([[3.0, 1.0, 2.0], [0.5, -1.0, 0.0]], dtype=np.float32)
-        self.assertAllClose(models.SortedValues()(x), [[1, 2, 3], [-1, 0, 0.5]])
+        self.assertAllClose(SortedValues()(x), [[1, 2, 3], [-1, 0, 0.5]])
 
     def test_sorted_discriminator_judges_the_draws_not_their_order(self):
         # The seed's D sees the points in order; the sorted variant sees only their values,
         # so shuffling the draws of a vector cannot change its verdict, and it still saves.
-        g_seed, d_seed = models.build("gaussian_1d", (10,))
-        g, d = models.build("gaussian_1d_sorted", (10,))
+        g_seed, d_seed = families.build("gaussian_1d", (10,))
+        g, d = families.build("gaussian_1d_sorted", (10,))
         self.assertEqual(layer_types(g), layer_types(g_seed))
         self.assertIn("SortedValues", layer_types(d))
         x = np.random.default_rng(2).normal(4, 1.25, (5, 10)).astype(np.float32)
@@ -117,15 +121,63 @@ class SortedValuesTest(tf.test.TestCase):
 class ModelErrorsTest(tf.test.TestCase):
     def test_unknown_family_and_hyperparameter(self):
         with self.assertRaisesRegex(UserError, r"unknown model 'dcgam'.*'dcgan'"):
-            models.build("dcgam", (28, 28, 1))
+            families.build("dcgam", (28, 28, 1))
         with self.assertRaisesRegex(UserError, r"unknown hyperparameter 'latent'.*latent_dim"):
-            models.build("mlp", (28, 28, 1), latent=10)
+            families.build("mlp", (28, 28, 1), latent=10)
 
     def test_dcgan_needs_sides_divisible_by_four(self):
         with self.assertRaisesRegex(UserError, r"divide by 4.*\(30, 30, 3\)"):
-            models.build("dcgan", (30, 30, 3))
+            families.build("dcgan", (30, 30, 3))
 
-    def test_noise_is_recovered_from_a_generator(self):
-        self.assertEqual(models.noise_for(models.build("gaussian_1d", (5,))[0]), "uniform")
-        self.assertEqual(models.noise_for(models.build("mlp", (4, 4, 1), **TINY["mlp"])[0]),
-                         "normal")
+    def test_a_family_makes_the_kind_of_samples_its_data_holds(self):
+        with self.assertRaisesRegex(UserError, r"needs 1-D|not vectors|rank 1"):
+            families.build("gaussian_1d", (28, 28, 1))
+        with self.assertRaisesRegex(UserError, r"makes images but data.dataset = 'gaussian_1d' "
+                                               r"holds vectors.*'gaussian_1d_pure'"):
+            config.validate({"data": {"dataset": "gaussian_1d"}, "model": {"name": "mlp"}})
+
+
+class PureFamilyTest(tf.test.TestCase):
+    def test_the_seeds_gan_pure_discriminator_sees_the_raw_values(self):
+        g_seed, _ = families.build("gaussian_1d", (10,))
+        g, d = families.build("gaussian_1d_pure", (10,))
+        self.assertEqual(layer_types(g), layer_types(g_seed))
+        self.assertNotIn("DeviationFeatures", layer_types(d))
+        self.assertNotIn("SortedValues", layer_types(d))
+        dense = [l for l in d.layers if isinstance(l, keras.layers.Dense)]
+        self.assertEqual([l.units for l in dense], [50, 50, 1])
+        self.assertEqual(dense[0].kernel.shape, (10, 50), "D's first layer sees the 10 values")
+        self.assertEqual(families.get("gaussian_1d_pure").noise, "uniform")
+
+
+def _tiny_conv_family():
+    """An architecture-only family as a user would write it in its own module."""
+
+    def build(shape, hp, name):
+        z = keras.Input((hp["latent_dim"],))
+        h = keras.layers.Dense(shape[0] * shape[1] * shape[2], activation="tanh")(z)
+        g = keras.Model(z, keras.layers.Reshape(shape)(h), name=f"{name}_generator")
+        x = keras.Input(shape)
+        h = keras.layers.Conv2D(hp["filters"], 3, strides=2)(x)
+        d = keras.Model(x, keras.layers.Dense(1)(keras.layers.Flatten()(h)))
+        return g, d
+
+    return families.Family("tiny_conv", build, {"latent_dim": 4, "filters": 2})
+
+
+class NewFamilyTest(tf.test.TestCase):
+    def test_a_registry_entry_is_all_a_new_family_needs(self):
+        family = _tiny_conv_family()
+        with mock.patch.dict(families.FAMILIES, {family.name: family}):
+            cfg = config.validate({"model": {"name": "tiny_conv", "filters": 3},
+                                   "train": {"precision": "float32"}})
+            self.assertEqual(cfg.model.filters, 3)
+            with self.assertRaisesRegex(UserError, r"model.filter.*Did you mean 'filters'"):
+                config.validate({"model": {"name": "tiny_conv", "filter": 3}})
+            gan = build_gan(cfg, (8, 8, 1))
+            real = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 1)).astype("float32")
+            history = gan.fit(tf.data.Dataset.from_tensor_slices(real).batch(8), epochs=1,
+                              verbose=0).history
+            self.assertTrue(np.isfinite(history["d_loss"]).all())
+            self.assertEqual(kinds.spec_of(gan.sampler)["family"], "tiny_conv")
+            self.assertEqual(gan.sampler(gan.sample_noise(2)).shape, (2, 8, 8, 1))

@@ -1,0 +1,158 @@
+"""What every data source provides, and the parts image sources share.
+
+A data source is opened once per process from the ``[data]`` settings and a seed, then handed
+to whatever needs it: training and the tuner's trials (``batches``), pictures (``real_samples``),
+the prepare stage (``profile``) and the evaluation (``evaluator``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import mlflow
+import numpy as np
+import tensorflow as tf
+
+from gan_pipeline import kinds
+from gan_pipeline.config.schema import Field, Section
+from gan_pipeline.errors import UserError
+from gan_pipeline.evaluation import classifier
+from gan_pipeline.evaluation.images import ImageEvaluator
+
+
+def normalize(image: tf.Tensor) -> tf.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+def check_batch_size(batch_size, num_examples: int, what: str) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size = {batch_size!r} is not valid: expected a positive integer")
+    if num_examples < batch_size:
+        raise UserError(f"batch_size = {batch_size} is larger than the {num_examples} examples "
+                        f"of {what}; use a batch_size <= {num_examples}")
+    return batch_size
+
+
+class DataSource:
+    """Training data of one kind. Subclasses set the class attributes and implement
+    ``examples``, ``real_samples``, ``profile`` and ``evaluator``."""
+
+    name: ClassVar[str] = ""  # the data.dataset value it answers to
+    kind: ClassVar[kinds.Kind] = kinds.IMAGES
+    fields: ClassVar[dict[str, Field]] = {}  # its own data.* settings
+    objective: ClassVar[str] = "frechet_distance"  # its evaluation's headline figure (lower wins)
+
+    shape: tuple[int, ...]  # one sample: (H, W, C) or (n_points,)
+    num_examples: int
+    class_names: list[str] | None = None  # the labels, when the data has them
+
+    def __init__(self, settings: Section, seed: int = 0):
+        self.settings = settings
+        self.seed = seed
+        self._cached: tf.data.Dataset | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name this data (``mnist:train``, ``folder /data/faces``)."""
+        return self.settings.dataset
+
+    def examples(self) -> tf.data.Dataset:
+        """The unbatched samples, normalised (images in [-1, 1])."""
+        raise NotImplementedError
+
+    def batches(self, batch_size: int) -> tf.data.Dataset:
+        """Shuffled (by the seed), batched, prefetched training batches. The decoded samples
+        are cached once per source; each call starts its own shuffle, so the order of a fresh
+        call is the same for the same seed, whatever ran before it in this process."""
+        check_batch_size(batch_size, self.num_examples, self.label)
+        if self._cached is None:
+            ds = self.examples()
+            self._cached = ds.cache() if self.settings.cache else ds
+        ds = self._cached.shuffle(self.settings.shuffle_buffer, seed=self.seed,
+                                  reshuffle_each_iteration=True)
+        return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+    def real_samples(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` real samples (normalised) for pictures and comparisons."""
+        raise NotImplementedError
+
+    def profile(self) -> tuple[dict[str, Any], Any]:
+        """What the prepare stage records: a JSON-ready profile and an MLflow dataset."""
+        raise NotImplementedError
+
+    def evaluator(self, n: int, seed: int = 0, collapse_max_share: float = 0.5):
+        """The ``gan_pipeline.evaluation.Evaluator`` that judges generators of this data."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """What identifies the data's contents beyond its settings (a folder's files), so that
+        a pipeline stage on changed data is not reused; empty when the settings say it all."""
+        return ""
+
+    def spec(self) -> dict[str, Any]:
+        """The data settings saved inside generators, so that ``evaluate`` can find them."""
+        return self.settings.to_dict()
+
+
+class ImageSource(DataSource):
+    """Images, judged in the features of a classifier trained on this data (see
+    ``gan_pipeline.evaluation.images``). Subclasses provide the classifier's data and the real
+    images generated ones are compared with."""
+
+    kind = kinds.IMAGES
+    objective = "frechet_distance"
+
+    def __init__(self, settings: Section, seed: int = 0):
+        super().__init__(settings, seed)
+        self._classifier = None
+        self._reference: tuple[np.ndarray, np.ndarray] | None = None
+
+    # -- what the evaluation needs; see gan_pipeline.evaluation.classifier ---------------------
+
+    def classifier_key(self) -> str:
+        """Names the cached classifier: equal keys must mean the same data."""
+        raise NotImplementedError
+
+    def classifier_data(self) -> dict[str, Any]:
+        """``{"train": ds, "test": ds, "classes": names, "task": str}``: unbatched (image, label)
+        datasets for the classifier, and what its labels are."""
+        raise NotImplementedError
+
+    def reference_images(self) -> np.ndarray:
+        """The real images generated ones are compared with (e.g. the test split)."""
+        raise NotImplementedError
+
+    def floor_images(self, n: int, seed: int) -> np.ndarray:
+        """Real images outside the reference, for the real-vs-real floor."""
+        raise NotImplementedError
+
+    def classifier(self, epochs: int | None = None, verbose: int | str = "auto"):
+        """The evaluation classifier of this data (trained once, cached on disk)."""
+        if self._classifier is None:
+            self._classifier = classifier.feature_classifier(self, epochs=epochs,
+                                                             verbose=verbose)
+        return self._classifier
+
+    def reference_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """Features and class probabilities of the reference images (computed once)."""
+        if self._reference is None:
+            self._reference = self.classifier().features(self.reference_images())
+        return self._reference
+
+    def evaluator(self, n: int, seed: int = 0, collapse_max_share: float = 0.5):
+        return ImageEvaluator(self, n, seed, collapse_max_share)
+
+
+def mlflow_dataset(values: np.ndarray, name: str, source: str | None = None):
+    """``values`` as an MLflow dataset (what the prepare stage logs as its input)."""
+    with warnings.catch_warnings():  # MLflow registers its local source twice and says so
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_numpy(values, source=source, name=name)
+
+
+def images_of(ds: tf.data.Dataset) -> np.ndarray:
+    """A dataset of normalised images as one float32 array."""
+    batches = [b.numpy() for b in ds.batch(2000)]
+    return np.concatenate(batches) if batches else np.zeros((0,), np.float32)

@@ -1,0 +1,192 @@
+"""Any tensorflow-datasets dataset with a fixed-size ``image`` feature (mnist, fashion_mnist,
+kmnist, cifar10, ...), converted from uint8 to float32 in [-1, 1]. Works offline when the dataset
+is prepared under ``TFDS_DATA_DIR`` or ``data.data_dir``.
+
+The evaluation classifier trains on the ``train`` split's ``label`` feature and generated images
+are compared with the ``test`` split; 10,000 train images give the real-vs-real floor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from gan_pipeline.config.schema import Field, Section
+from gan_pipeline.data.base import ImageSource, images_of, mlflow_dataset, normalize
+from gan_pipeline.errors import UserError, closest
+from gan_pipeline.evaluation.classifier import CLASSIFIER_VERSION
+
+
+def resolve_data_dir(data_dir: str | None) -> str | None:
+    """The TFDS data dir: ``data_dir`` if set, else ``$TFDS_DATA_DIR``, else None (TFDS' default)."""
+    return data_dir or os.environ.get("TFDS_DATA_DIR") or None
+
+
+def _describe_dir(data_dir: str | None) -> str:
+    if data_dir:
+        return data_dir
+    return f"{tfds.core.constants.DATA_DIR} (TFDS' default; set TFDS_DATA_DIR or data.data_dir)"
+
+
+def image_builder(name: str, data_dir: str | None = None, download: bool = True):
+    """The TFDS builder of image dataset ``name``, prepared (downloading it if allowed)."""
+    from gan_pipeline import data  # (here: the data package imports this module)
+
+    data_dir = resolve_data_dir(data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        ours = sorted(data.SOURCES)
+        raise UserError(f"unknown dataset {name!r}: not a TFDS dataset nor one of "
+                        f"{', '.join(map(repr, ours))}."
+                        + (closest(name, tfds.list_builders() + ours)
+                           or " See `tfds.list_builders()` for the names.")) from None
+    features = builder.info.features
+    image = features["image"] if "image" in features.keys() else None
+    if not isinstance(image, tfds.features.Image):
+        raise UserError(f"dataset {name!r} has no 'image' feature (it has: "
+                        f"{', '.join(features.keys())}); "
+                        "GAN image pipelines need an image dataset such as mnist, fashion_mnist, "
+                        "kmnist or cifar10, or data.dataset = 'folder'")
+    if None in tuple(image.shape):
+        raise UserError(f"dataset {name!r} has images of varying size {tuple(image.shape)}; the "
+                        "GAN pipelines need fixed-size images (e.g. mnist, fashion_mnist, kmnist, "
+                        "cifar10), or a folder with data.image_size")
+    if not builder.is_prepared():
+        where = _describe_dir(data_dir)
+        fix = (f"prepare it there on a machine with internet (`tfds build {name} "
+               f"--data_dir DIR`), then copy DIR here and point TFDS_DATA_DIR or data.data_dir at it")
+        if not download:
+            raise UserError(f"dataset {name!r} is not prepared in {where} and data.download is "
+                            f"false: {fix}")
+        try:
+            builder.download_and_prepare()
+        except Exception as exc:  # network errors come in many types (requests, OSError, ...)
+            raise UserError(f"dataset {name!r} is not prepared in {where} and could not be "
+                            f"downloaded ({type(exc).__name__}): {fix}") from None
+    return builder
+
+
+class TFDSImages(ImageSource):
+    """A TFDS image dataset, opened once: the builder, its split and its sizes."""
+
+    name = "tfds"  # answers to every data.dataset that is not another source's name
+    fields = {
+        "data_dir": Field(str, "", help="TFDS data dir; empty = $TFDS_DATA_DIR, then TFDS' "
+                                        "default"),
+        "download": Field(bool, True, help="let TFDS download a dataset that is not prepared"),
+        "split": Field(str, "train", nonempty=True),
+    }
+
+    def __init__(self, settings: Section, seed: int = 0):
+        super().__init__(settings, seed)
+        self.builder = image_builder(settings.dataset, settings.data_dir or None,
+                                     settings.download)
+        splits = self.builder.info.splits
+        if splits and settings.split not in splits:  # split info is empty only for mocked data
+            raise UserError(f"dataset {settings.dataset!r} has no split {settings.split!r}; "
+                            f"allowed: {', '.join(splits.keys())}")
+        self.shape = tuple(int(d) for d in self.builder.info.features["image"].shape)
+        self.num_examples = (splits[settings.split].num_examples if splits
+                             else int(self._split(settings.split).cardinality()))
+        features = self.builder.info.features
+        label = features["label"] if "label" in features.keys() else None
+        self.class_names = (list(label.names) if isinstance(label, tfds.features.ClassLabel)
+                            else None)
+
+    @property
+    def label(self) -> str:
+        return f"{self.settings.dataset}:{self.settings.split}"
+
+    def _split(self, split: str, supervised: bool = False) -> tf.data.Dataset:
+        if supervised:
+            ds = self.builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+            return ds.map(lambda image, label: (normalize(image), label),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = self.builder.as_dataset(split=split, shuffle_files=False)
+        return ds.map(lambda ex: normalize(ex["image"]), num_parallel_calls=tf.data.AUTOTUNE,
+                      deterministic=True)
+
+    def examples(self) -> tf.data.Dataset:
+        return self._split(self.settings.split)
+
+    def real_samples(self, n: int, seed: int = 0) -> np.ndarray:
+        return images_of(self._split(self.settings.split).take(n))
+
+    def _images(self, split: str, n: int | None = None, seed: int = 0) -> np.ndarray:
+        """All (or a seeded random ``n``) normalised images of a split."""
+        images = images_of(self._split(split))
+        if n is not None and n < len(images):
+            images = images[np.random.default_rng(seed).choice(len(images), n, replace=False)]
+        return images
+
+    # -- profile and evaluation ----------------------------------------------------------------
+
+    def profile(self) -> tuple[dict[str, Any], Any]:
+        d = self.settings
+        images = self._images(d.split)
+        shape = list(images.shape[1:])
+        if shape != list(self.shape) or len(images) == 0:
+            raise UserError(f"dataset {d.dataset!r}: split {d.split!r} holds {len(images)} "
+                            f"images of shape {shape}, expected shape {list(self.shape)}")
+        low, high = float(images.min()), float(images.max())
+        if low < -1.0 or high > 1.0:
+            raise UserError(f"dataset {d.dataset!r}: normalised values span [{low}, {high}], "
+                            "outside [-1, 1]")
+        info = self.builder.info
+        profile = {"name": d.dataset, "kind": self.kind.name, "version": str(info.version),
+                   "split": d.split,
+                   "splits": {name: int(s.num_examples) for name, s in info.splits.items()},
+                   "examples": int(len(images)), "shape": shape, "value_range": [low, high],
+                   "raw_range": [round((low + 1) * 127.5), round((high + 1) * 127.5)],
+                   "classes": self.class_names, "data_dir": str(self.builder.data_dir)}
+        return profile, mlflow_dataset(images, f"{d.dataset}:{info.version}/{d.split}",
+                                       source=str(self.builder.data_dir))
+
+    def classifier_key(self) -> str:
+        # Keyed by the data's folder too: classifiers trained from different copies (or mocks)
+        # of a dataset must never stand in for one another.
+        source = str(Path(self.builder.data_dir).resolve())
+        digest = hashlib.sha1(source.encode()).hexdigest()[:8]
+        return f"{self.settings.dataset}-{self.builder.info.version}-v{CLASSIFIER_VERSION}-{digest}"
+
+    def classifier_data(self) -> dict[str, Any]:
+        if self.class_names is None:
+            raise UserError(f"dataset {self.settings.dataset!r} has no 'label' feature: the "
+                            "evaluation classifier needs a labelled image dataset; turn "
+                            "training-time evaluation off with --set eval.every_epochs=0")
+        return {"train": self._split("train", supervised=True),
+                "test": self._split("test", supervised=True),
+                "classes": self.class_names, "task": "labels",
+                "data_dir": str(Path(self.builder.data_dir).resolve()),
+                "dataset": self.settings.dataset, "version": str(self.builder.info.version)}
+
+    def _check_test_split(self) -> None:
+        splits = self.builder.info.splits
+        if splits and "test" not in splits:  # split info is empty only for mocked data
+            raise UserError(f"dataset {self.settings.dataset!r} has no 'test' split to evaluate "
+                            f"against (it has {', '.join(splits.keys())}); turn training-time "
+                            "evaluation off with --set eval.every_epochs=0")
+
+    def reference_images(self) -> np.ndarray:
+        self._check_test_split()
+        return self._images("test")
+
+    def floor_images(self, n: int, seed: int) -> np.ndarray:
+        return self._images("train", n, seed)
+
+    def evaluator(self, n: int, seed: int = 0, collapse_max_share: float = 0.5):
+        self._check_test_split()
+        return super().evaluator(n, seed, collapse_max_share)
+
+    def describe(self) -> dict[str, Any]:
+        return {"dataset": self.settings.dataset, "real": "test split"}
+
+
+__all__ = ["TFDSImages", "image_builder", "resolve_data_dir"]

@@ -1,0 +1,95 @@
+"""Judging image generators in the features of the data's evaluation classifier.
+
+Generated samples are compared with the source's reference images (TFDS: the test split):
+``frechet_distance`` and ``kid`` use all of them; ``precision``/``recall`` and
+``density``/``coverage`` use an equally sized random subset (the k-NN metrics assume equal
+counts). With classes, the predicted-class histogram shows mode collapse.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gan_pipeline import evaluation, kinds, metrics, sampling
+from gan_pipeline.evaluation import classifier as classifier_mod
+from gan_pipeline.errors import UserError
+
+MIN_REFERENCE = 20  # the k-NN metrics need a few neighbours on each side
+
+
+class ImageEvaluator:
+    objective = "frechet_distance"
+    kind = kinds.IMAGES
+
+    def __init__(self, source, n: int, seed: int = 0, collapse_max_share: float = 0.5):
+        self.source, self.n, self.seed = source, n, seed
+        self.collapse_max_share = collapse_max_share
+        self.classifier = source.classifier()
+        self.real_features, self.real_probs = source.reference_features()
+        if len(self.real_features) < MIN_REFERENCE:
+            raise UserError(f"{source.label} has {len(self.real_features)} reference images to "
+                            f"evaluate against; the evaluation needs at least {MIN_REFERENCE} "
+                            "(more data, or --set eval.every_epochs=0 to train without it)")
+        # Class shares mean something only when the classifier learnt the data's classes.
+        self.has_classes = source.class_names is not None
+
+    def __call__(self, generator) -> dict:
+        evaluation.check_kind(generator, self.kind)
+        produced = tuple(generator.output_shape[1:])
+        if produced != tuple(self.source.shape):
+            raise UserError(f"the generator makes {produced} samples but {self.source.label} "
+                            f"images are {tuple(self.source.shape)}; name its data with --set "
+                            "data.dataset=... (or --config)")
+        return self.evaluate(sampling.sample(generator, self.n, self.seed))
+
+    def evaluate(self, samples: np.ndarray, manifold: bool = True) -> dict:
+        """Figures for ``samples`` (N, H, W, C) in [-1, 1] against the reference images."""
+        feats, probs = self.classifier.features(samples)
+        kid, kid_se = metrics.kernel_inception_distance(self.real_features, feats, seed=self.seed)
+        out = {"n": int(len(samples)),
+               "frechet_distance": metrics.frechet_distance(self.real_features, feats),
+               "kid": kid, "kid_stderr": kid_se}
+        if self.has_classes:
+            hist = metrics.class_histogram(probs)
+            out.update({"classifier_score": metrics.classifier_score(probs),
+                        "class_min_share": float(hist.min()),
+                        "class_max_share": float(hist.max()),
+                        "class_histogram": [round(float(h), 5) for h in hist]})
+        if manifold:
+            rng = np.random.default_rng(self.seed)
+            idx = rng.choice(len(self.real_features), min(len(feats), len(self.real_features)),
+                             replace=False)
+            real = self.real_features[idx]
+            k_pr, k_dc = min(3, len(real) - 1), min(5, len(real) - 1)
+            out["precision"], out["recall"] = metrics.precision_recall(real, feats, k=k_pr)
+            out["density"], out["coverage"] = metrics.density_coverage(real, feats, k=k_dc)
+        return out
+
+    def collapse(self, figures: dict) -> str | None:
+        """A message when one predicted class holds more than ``collapse_max_share`` of the
+        samples (None without classes: nothing to judge it by)."""
+        share = figures.get("class_max_share")
+        if share is None or share <= self.collapse_max_share:
+            return None
+        top = int(np.argmax(figures["class_histogram"]))
+        return (f"{share:.0%} of generated samples are classified as class "
+                f"{self.classifier.class_names[top]!r} (limit {self.collapse_max_share:.0%}): "
+                "mode collapse")
+
+    def floor(self, n: int = 10_000) -> dict:
+        """The same figures for real images outside the reference: what a perfect generator
+        would get. Cached beside the classifier."""
+        info = classifier_mod.read_info(self.classifier)
+        key = f"floor_n{n}_seed{self.seed}"
+        if key not in info:
+            info[key] = self.evaluate(self.source.floor_images(n, self.seed))
+            classifier_mod.write_info(self.classifier, info)
+        return info[key]
+
+    def describe(self) -> dict:
+        return {**self.source.describe(),
+                "classifier": self.classifier.info | {"path": str(self.classifier.path)}}
+
+    def prepare(self) -> dict:
+        """What the prepare stage records: the classifier's accuracy."""
+        return {"classifier_accuracy": self.classifier.info["test_accuracy"]}

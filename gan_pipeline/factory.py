@@ -1,0 +1,74 @@
+"""``build_gan``: the compiled GAN a config describes: the family's networks under the resolved
+dtype policy, the generator's spec, the loss and penalties, one Adam per network (with a
+learning-rate schedule and float16 loss scaling when asked for)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+
+from gan_pipeline import distribute, families, kinds, losses
+from gan_pipeline.gan import GAN
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str):
+    """The global Keras dtype policy set to ``policy`` while the block runs (layers take the
+    policy in force when they are made)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def resolved_precision(cfg) -> str:
+    """The dtype policy ``train.precision`` resolves to for this config on this machine."""
+    family = families.get(cfg.model.name)
+    return distribute.precision(cfg.train.precision, family.kind.mixed_precision)
+
+
+def build_gan(cfg, shape: tuple[int, ...], total_batches: int = 0,
+              data_spec: dict | None = None) -> GAN:
+    """The compiled GAN ``cfg`` describes, for samples of ``shape``.
+
+    ``total_batches`` is the length of the run in batches: with ``train.lr_schedule = "cosine"``
+    each learning rate decays to 0 over it (over ``d_steps``/``g_steps`` times as many optimizer
+    steps). The optimizers' step counts are checkpointed, so a resumed run continues the decay.
+    ``data_spec`` (the data settings) is saved inside the generator for ``evaluate``.
+    """
+    family = families.get(cfg.model.name)
+    t = cfg.train
+    policy = resolved_precision(cfg)
+    with dtype_policy(policy):
+        generator, discriminator = family.build(shape, **cfg.hyperparameters())
+        generator = kinds.attach_spec(generator, noise=family.noise, kind=family.kind.name,
+                                      family=family.name,
+                                      data=data_spec if data_spec is not None else
+                                      cfg.data.to_dict())
+        gan = GAN(generator, discriminator, noise=family.noise, seed=cfg.seed,
+                  ema_decay=t.ema_decay, track_moments=family.kind.track_moments,
+                  name=f"{family.name}_gan")
+
+    def adam(learning_rate, steps_per_batch):
+        if t.lr_schedule == "cosine":
+            if total_batches < 1:
+                raise ValueError("train.lr_schedule = 'cosine' needs the run's length in batches")
+            learning_rate = keras.optimizers.schedules.CosineDecay(
+                learning_rate, decay_steps=total_batches * steps_per_batch)
+        optimizer = keras.optimizers.Adam(learning_rate, beta_1=t.beta_1, beta_2=t.beta_2)
+        # float16 gradients underflow without loss scaling; one scaler per network
+        return (keras.optimizers.LossScaleOptimizer(optimizer) if policy == "mixed_float16"
+                else optimizer)
+
+    gan.compile(
+        d_optimizer=adam(t.d_learning_rate, t.d_steps),
+        g_optimizer=adam(t.g_learning_rate, t.g_steps),
+        loss=losses.make_loss(t.loss, **t.to_dict()),
+        penalties=losses.penalties_from(t),
+        d_steps=t.d_steps, g_steps=t.g_steps,
+        jit_compile=distribute.jit_compile(t.jit_compile),
+    )
+    return gan

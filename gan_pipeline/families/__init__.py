@@ -1,0 +1,73 @@
+"""Model families, the unit of extension for models.
+
+A family is one ``Family`` object: its builder (``(shape, hp) -> (generator, discriminator)``),
+its hyperparameters with their defaults (which become its ``model.*`` settings), the noise its
+generator takes, and the kind of samples it makes (``gan_pipeline.kinds``: how they are pictured,
+which data sources it fits). Generators map noise ``z`` to samples; discriminators output one
+logit per sample (no sigmoid).
+
+To add a family: write a module beside these that defines its builder and ``FAMILIES``, and add
+the module to ``_MODULES`` below. Nothing else in the package changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import keras
+
+from gan_pipeline import kinds
+from gan_pipeline.errors import UserError, closest
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything about one kind of model."""
+
+    name: str
+    build_fn: Callable[[tuple[int, ...], dict[str, Any], str], tuple[keras.Model, keras.Model]]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    noise: str = "normal"  # the distribution of z: "normal" N(0, 1) or "uniform" U(0, 1)
+    kind: kinds.Kind = kinds.IMAGES
+    summary: str = ""  # one line for the docs and error messages
+
+    def fields(self):
+        """The ``model.*`` settings of this family (typed and bounded from the defaults)."""
+        from gan_pipeline.config.schema import hyperparameter_fields  # (config imports us)
+
+        return hyperparameter_fields(self.defaults)
+
+    def build(self, shape: tuple[int, ...], **hyperparameters) -> tuple[keras.Model, keras.Model]:
+        """``(generator, discriminator)`` for samples of ``shape``; hyperparameters not given
+        take the defaults, unknown ones are an error."""
+        unknown = set(hyperparameters) - set(self.defaults)
+        if unknown:
+            key = sorted(unknown)[0]
+            raise UserError(f"unknown hyperparameter {key!r} for model {self.name!r}; allowed: "
+                            f"{', '.join(sorted(self.defaults))}." + closest(key, self.defaults))
+        shape = tuple(int(d) for d in shape)
+        self.kind.check_shape(shape, f"model {self.name!r}: the data")
+        return self.build_fn(shape, {**self.defaults, **hyperparameters}, self.name)
+
+
+def _registry() -> dict[str, Family]:
+    from gan_pipeline.families import dcgan, gaussian_1d, mlp
+
+    _MODULES = (gaussian_1d, mlp, dcgan)
+    return {family.name: family for module in _MODULES for family in module.FAMILIES}
+
+
+FAMILIES: dict[str, Family] = _registry()
+
+
+def get(name: str) -> Family:
+    if name not in FAMILIES:
+        raise UserError(f"unknown model {name!r}; allowed: {', '.join(sorted(FAMILIES))}."
+                        + closest(name, FAMILIES))
+    return FAMILIES[name]
+
+
+def build(name: str, shape: tuple[int, ...], **hyperparameters) -> tuple[keras.Model, keras.Model]:
+    """Build ``(generator, discriminator)`` of family ``name`` for samples of ``shape``."""
+    return get(name).build(shape, **hyperparameters)

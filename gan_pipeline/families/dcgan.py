@@ -1,0 +1,49 @@
+"""The DCGAN of the Keras/TensorFlow tutorials: G Dense (H/4)x(W/4)x128 + BatchNorm, two
+UpSampling2D + Conv2D 5x5, tanh; D Conv2D 64/128 5x5 stride 2, LeakyReLU 0.2, Dropout 0.3."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers
+
+from gan_pipeline.errors import UserError
+from gan_pipeline.families import Family
+from gan_pipeline.families.common import OUT, leaky
+
+
+def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
+    if shape[0] % 4 or shape[1] % 4:
+        raise UserError(f"model 'dcgan' needs images whose height and width divide by 4 "
+                        f"(e.g. 28x28x1, 32x32x3), got shape {shape}; set data.image_size to "
+                        "such a size (folders) or choose another model")
+    height, width, channels = shape
+    k, slope = hp["kernel_size"], hp["leaky_slope"]
+    z = keras.Input((hp["latent_dim"],), name="z")
+    h = layers.Dense((height // 4) * (width // 4) * hp["g_base_filters"], use_bias=False)(z)
+    h = leaky(slope)(layers.BatchNormalization(momentum=hp["bn_momentum"])(h))
+    h = layers.Reshape((height // 4, width // 4, hp["g_base_filters"]))(h)
+    h = layers.UpSampling2D()(h)
+    h = layers.Conv2D(hp["g_filters"], k, padding="same", use_bias=False)(h)
+    h = leaky(slope)(layers.BatchNormalization(momentum=hp["bn_momentum"])(h))
+    h = layers.UpSampling2D()(h)
+    out = layers.Conv2D(channels, k, padding="same", activation="tanh", dtype=OUT)(h)
+    generator = keras.Model(z, out, name=f"{name}_generator")
+
+    x = keras.Input(shape, name="x")
+    h = x
+    for filters in hp["d_filters"]:
+        h = layers.Conv2D(filters, k, strides=2, padding="same")(h)
+        h = layers.Dropout(hp["dropout"])(leaky(slope)(h))
+    h = layers.Flatten()(h)
+    discriminator = keras.Model(x, layers.Dense(1, dtype=OUT)(h), name=f"{name}_discriminator")
+    return generator, discriminator
+
+
+FAMILIES = (
+    Family("dcgan", build, {
+        "latent_dim": 100, "g_base_filters": 128, "g_filters": 64, "d_filters": [64, 128],
+        "kernel_size": 5, "dropout": 0.3, "leaky_slope": 0.2, "bn_momentum": 0.8},
+        summary="the tutorials' DCGAN (sides must divide by 4)"),
+)

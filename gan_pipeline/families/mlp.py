@@ -1,0 +1,46 @@
+"""The MLP GAN of the tutorials: G Dense 256-512-1024-prod(shape) tanh; D 1024-512-256,
+LeakyReLU 0.2, Dropout 0.3. ``mlp_bn`` adds BatchNorm after each generator layer (as in the
+Keras-GAN MLP): the plain tanh output starts grey and its bias moves ~lr per step, so it needs
+far longer."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import layers
+
+from gan_pipeline.families import Family
+from gan_pipeline.families.common import OUT, leaky
+
+
+def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
+    init = keras.initializers.RandomNormal(stddev=hp["init_std"])
+    z = keras.Input((hp["latent_dim"],), name="z")
+    h = z
+    for width in hp["g_widths"]:
+        h = leaky(hp["leaky_slope"])(layers.Dense(width, kernel_initializer=init)(h))
+        if hp["batch_norm"]:
+            h = layers.BatchNormalization(momentum=hp["bn_momentum"])(h)
+    h = layers.Dense(math.prod(shape), activation="tanh", kernel_initializer=init, dtype=OUT)(h)
+    generator = keras.Model(z, layers.Reshape(shape, dtype=OUT)(h), name=f"{name}_generator")
+
+    x = keras.Input(shape, name="x")
+    h = layers.Flatten()(x)
+    for width in hp["d_widths"]:
+        h = leaky(hp["leaky_slope"])(layers.Dense(width, kernel_initializer=init)(h))
+        h = layers.Dropout(hp["dropout"])(h)
+    discriminator = keras.Model(x, layers.Dense(1, kernel_initializer=init, dtype=OUT)(h),
+                                name=f"{name}_discriminator")
+    return generator, discriminator
+
+
+_DEFAULTS = {"latent_dim": 100, "g_widths": [256, 512, 1024], "d_widths": [1024, 512, 256],
+             "dropout": 0.3, "leaky_slope": 0.2, "init_std": 0.02, "batch_norm": False,
+             "bn_momentum": 0.8}
+FAMILIES = (
+    Family("mlp", build, _DEFAULTS, summary="the tutorials' MLP GAN"),
+    Family("mlp_bn", build, {**_DEFAULTS, "batch_norm": True},
+           summary="the MLP with BatchNorm after each generator layer"),
+)

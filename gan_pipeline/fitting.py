@@ -1,0 +1,42 @@
+"""One ``fit`` of a GAN on a data source, as both ``gan-pipeline train`` and the tuner's trials
+run it: the callbacks every run has, in their order, and the data stream that continues where a
+checkpoint left it."""
+
+from __future__ import annotations
+
+from gan_pipeline import families, sampling
+from gan_pipeline.callbacks import EpochLogger, QualityCheck, RunControl, RunRecord, TrainClock
+
+
+class Fit:
+    """The callbacks of a run on ``source``: stop control, the clock, the quality check (with an
+    ``evaluator`` and ``every`` > 0) and the MLflow logger of a fixed-noise picture series."""
+
+    def __init__(self, gan, source, cfg, record: RunRecord, evaluator=None, every: int = 0,
+                 stop_on_collapse: bool = False, title: str = ""):
+        self.gan, self.source, self.cfg, self.record = gan, source, cfg, record
+        grid = cfg.tracking.grid_size
+        # the batch pictured every epoch: the same seed gives the same batch
+        noise = sampling.noise((grid, *gan.latent_shape), gan.noise, cfg.seed)
+        self.control = RunControl(record)
+        self.callbacks = [self.control, TrainClock(record)]
+        if evaluator is not None and every:
+            self.callbacks.append(QualityCheck(record, evaluator, every, stop_on_collapse))
+        self.logger = EpochLogger(record, families.get(cfg.model.name).kind, noise,
+                                  source.real_samples(grid, cfg.seed), title=title or cfg.name)
+        self.callbacks.append(self.logger)
+
+    def run(self, epochs: int, steps: int, initial_epoch: int = 0, verbose: int | str = 1,
+            extra=()):
+        """``gan.fit`` from ``initial_epoch`` to ``epochs`` of ``steps`` batches; ``extra``
+        callbacks run after the standard ones."""
+        # The data stream continues where the checkpoint left it: same seed, same order.
+        stream = self.source.batches(self.cfg.batch_size).repeat().skip(initial_epoch * steps)
+        return self.gan.fit(stream, initial_epoch=initial_epoch, epochs=epochs,
+                            steps_per_epoch=steps, callbacks=[*self.callbacks, *extra],
+                            verbose=verbose, shuffle=False)
+
+
+def steps_per_epoch(cfg, source, fixed: int = 0) -> int:
+    """Batches in an epoch: ``fixed`` if set, else ``train.steps_per_epoch``, else one pass."""
+    return fixed or cfg.train.steps_per_epoch or source.num_examples // cfg.batch_size

@@ -1,0 +1,139 @@
+"""What samples are: images ``(H, W, C)`` or vectors ``(n_points,)`` of 1-D draws.
+
+A sample kind says how samples are pictured (a grid of images, or the seed's histogram of
+values), what is summarised of them each epoch, and which precision policies suit models that
+make them. Families and data sources each name their kind; a pipeline must pair equal kinds.
+
+Every generator this package saves carries a ``GeneratorSpec`` layer: an identity on its output
+whose config records how to sample it (the noise distribution), its kind, its family and the
+data settings it was trained on. ``sample`` and ``evaluate`` read these facts from the saved
+model (``spec_of``), never from its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+from gan_pipeline import visualize
+from gan_pipeline.errors import UserError
+
+NOISES = ("normal", "uniform")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How samples of one kind are pictured and summarised."""
+
+    name: str
+    rank: int  # dimensions of one sample
+    picture_key: str  # the per-epoch MLflow image key
+    track_moments: bool  # training steps report the mean and std of what G makes
+    mixed_precision: bool  # `train.precision = auto` may pick a mixed policy
+    _picture: Callable = field(repr=False, default=None)
+    _report: Callable = field(repr=False, default=None)
+
+    def picture(self, samples: np.ndarray, title: str = "",
+                real: np.ndarray | None = None, noise: np.ndarray | None = None) -> np.ndarray:
+        """One uint8 RGB picture of ``samples`` (beside ``real`` and ``noise`` where it helps)."""
+        return self._picture(samples, title, real, noise)
+
+    def summary(self, samples: np.ndarray) -> dict[str, float]:
+        """Figures of a fixed-noise batch logged every epoch (vectors: their moments)."""
+        if not self.track_moments:
+            return {}
+        return {"sample_mean": float(samples.mean()), "sample_std": float(samples.std())}
+
+    def report(self, real, generated, steps, curves, final, title=""):
+        """The end-of-run report figure (matplotlib)."""
+        return self._report(real, generated, steps, curves, final, title)
+
+    def check_shape(self, shape: tuple[int, ...], where: str) -> None:
+        if len(shape) != self.rank:
+            raise UserError(f"{where} holds samples of shape {tuple(shape)}, not {self.name} "
+                            f"(rank {self.rank})")
+
+
+def _image_picture(samples, title, real, noise):
+    return visualize.image_grid(samples)
+
+
+def _vector_picture(samples, title, real, noise):
+    fig = visualize.histogram_figure({"Real": real, "Generated": samples, "Input": noise},
+                                     title=title)
+    try:
+        return visualize.figure_pixels(fig)
+    finally:
+        visualize.close(fig)
+
+
+IMAGES = Kind("images", rank=3, picture_key="samples", track_moments=False,
+              mixed_precision=True, _picture=_image_picture,
+              _report=visualize.image_report_figure)
+# The 1-D GAN's tiny per-point MLP only gets slower in bfloat16, whose 8-bit mantissa is also
+# coarse beside a 0.02 KS target: vectors stay float32.
+VECTORS = Kind("vectors", rank=1, picture_key="histogram", track_moments=True,
+               mixed_precision=False, _picture=_vector_picture,
+               _report=visualize.vector_report_figure)
+KINDS = {k.name: k for k in (IMAGES, VECTORS)}
+
+
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class GeneratorSpec(keras.layers.Layer):
+    """Identity on a generator's samples; its config records how to sample and read them.
+
+    ``noise``: the distribution of z (``"normal"`` N(0, 1) or ``"uniform"`` U(0, 1));
+    ``kind``: ``"images"`` or ``"vectors"``; ``family``: the family that built the generator;
+    ``data``: the data settings it was trained on (what ``evaluate`` compares it with).
+    """
+
+    def __init__(self, noise: str = "normal", kind: str = "images", family: str = "",
+                 data: dict | None = None, **kwargs):
+        kwargs["dtype"] = "float32"  # samples stay float32 under any mixed policy
+        super().__init__(**kwargs)
+        if noise not in NOISES or kind not in KINDS:
+            raise ValueError(f"GeneratorSpec: noise {noise!r} or kind {kind!r} is unknown")
+        self.noise, self.kind, self.family = noise, kind, family
+        self.data = dict(data or {})
+
+    def call(self, x):
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "noise": self.noise, "kind": self.kind,
+                "family": self.family, "data": self.data}
+
+
+def attach_spec(generator: keras.Model, **spec: Any) -> keras.Model:
+    """``generator`` with a ``GeneratorSpec`` on its output (same layers and weights)."""
+    out = GeneratorSpec(**spec, name="spec")(generator.outputs[0])
+    inputs = generator.inputs if len(generator.inputs) > 1 else generator.input
+    return keras.Model(inputs, out, name=generator.name)
+
+
+# Generators saved before the spec existed were named "<family>_generator"; their noise was the
+# family's. Kept so that earlier runs still sample and evaluate.
+_LEGACY_UNIFORM = ("gaussian_1d_generator", "gaussian_1d_sorted_generator")
+
+
+def spec_of(generator: keras.Model, what: str = "the model") -> dict[str, Any]:
+    """The sampling facts of a saved generator, or a ``UserError`` when it is not one."""
+    for layer in generator.layers:
+        if isinstance(layer, GeneratorSpec):
+            return {"noise": layer.noise, "kind": layer.kind, "family": layer.family,
+                    "data": dict(layer.data)}
+    name = getattr(generator, "name", "")
+    if name.endswith("_generator") and len(generator.inputs) == 1:
+        kind = "vectors" if len(generator.output_shape) == 2 else "images"
+        return {"noise": "uniform" if name in _LEGACY_UNIFORM else "normal", "kind": kind,
+                "family": name.removesuffix("_generator"), "data": {}}
+    raise UserError(f"{what} is not a gan-pipeline generator: it has no GeneratorSpec layer "
+                    f"(a Keras model named {name!r} with inputs {generator.input_shape}); "
+                    "give a generator logged by `gan-pipeline train` (its run id, "
+                    "runs:/<run id>/generator, or its generator.keras)")

@@ -1,0 +1,221 @@
+"""``train``: one training run, recorded in one MLflow run, that survives interruption.
+
+Everything that can fail on user input (data, model shapes, checkpoints, the tracking store) is
+checked before the MLflow run is created, so a bad config leaves nothing behind. With
+``resume``, the checkpoint of this pipeline continues, in the same MLflow run, from the epoch it
+reached. The GAN is built under ``distribute.strategy()``: one device, several GPUs, or workers.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+
+import keras
+import mlflow
+import tensorflow as tf
+
+from gan_pipeline import checkpoints, config, data, distribute, tracking
+from gan_pipeline.callbacks import Checkpointer, RunRecord
+from gan_pipeline.errors import UserError
+from gan_pipeline.factory import build_gan, resolved_precision
+from gan_pipeline.fitting import Fit, steps_per_epoch
+from gan_pipeline.gan import GAN
+
+
+@dataclass
+class Result:
+    run_id: str
+    model_uri: str | None
+    history: dict[str, list[float]]
+    gan: GAN
+
+
+class TrainingStopped(Exception):
+    """Training ended early: ``reason`` is "interrupted", "diverged" or "collapsed"."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+RESUMABLE = ("epochs", "train.d_learning_rate", "train.g_learning_rate", "eval.",
+             "tracking.log_model", "tracking.grid_size", "tracking.checkpoint_every_steps")
+
+
+def _check_resumable(saved: dict, cfg, directory) -> dict:
+    """The settings a resume changes, ``{key: new value}``; an error if any may not change."""
+    old = config.flatten({k: v for k, v in saved.items() if k not in config.schema.PIPELINE_ONLY})
+    new = config.flatten(cfg.training_part())
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    changed = [k for k in differ if not k.startswith(RESUMABLE)]
+    if changed:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise UserError(f"cannot resume the checkpoint in {directory}: its settings differ in "
+                        f"{detail}. Only epochs, the learning rates, eval.* and tracking.log_model,"
+                        " grid_size and checkpoint_every_steps may change on resume; start a new "
+                        "run without --resume instead")
+    return {k: new.get(k) for k in differ}
+
+
+def _params(cfg, gan: GAN, source, strategy, steps: int) -> dict:
+    """Every resolved setting, plus what was derived from them (``resolved.*``)."""
+    params = config.flatten(cfg.training_part())
+    params.update({
+        "resolved.replicas": strategy.num_replicas_in_sync,
+        "resolved.precision": resolved_precision(cfg),
+        "resolved.jit_compile": bool(gan.jit_compile),
+        "resolved.strategy": type(strategy).__name__,
+        "resolved.steps_per_epoch": steps,
+        "resolved.sample_shape": list(source.shape),
+        "resolved.latent_shape": list(gan.latent_shape),
+        "resolved.noise": gan.noise,
+        "resolved.train_examples": source.num_examples,
+        "resolved.generator_params": gan.generator.count_params(),
+        "resolved.discriminator_params": gan.discriminator.count_params(),
+        "resolved.backend": keras.backend.backend(),
+    })
+    if source.class_names is not None:
+        params["resolved.classes"] = len(source.class_names)
+    return params
+
+
+def train(cfg, verbose: int | str = 1, resume: bool = False, resume_command: str = "",
+          parent_run_id: str | None = None, tags: dict | None = None,
+          source: data.DataSource | None = None) -> Result:
+    """Train the GAN ``cfg`` describes into one MLflow run; returns the run id and history.
+
+    ``source`` is the opened training data (opened here when not given); ``parent_run_id``
+    nests the run (the pipeline's train stage); ``tags`` are set on it.
+    """
+    if not distribute.is_chief():
+        # Multi-worker training: every worker runs this, only the chief records. The others
+        # log to a private throwaway store and folder (their copies of the same weights).
+        scratch = tempfile.mkdtemp(prefix="gan-pipeline-worker-")
+        cfg = cfg.replace({"tracking.uri": f"sqlite:///{scratch}/mlflow.db",
+                           "tracking.checkpoint_dir": scratch, "tracking.log_model": False})
+        print(f"note: not the chief worker; logging to {scratch} (discarded)", flush=True)
+    directory = checkpoints.folder(cfg.tracking.checkpoint_dir, cfg.name)
+    try:
+        state = checkpoints.read_state(directory)
+    except UserError:
+        if resume:
+            raise
+        state = {"run_id": "(unreadable)"}  # a fresh run replaces a corrupt checkpoint
+    resume_changes: dict = {}
+    if resume:
+        if state is None:
+            raise UserError(f"nothing to resume: no checkpoint in {directory}; run without "
+                            "--resume to start")
+        resume_changes = _check_resumable(state["config"], cfg, directory)
+        if state["epoch"] >= cfg.epochs:
+            raise UserError(f"the run in {directory} already trained {state['epoch']} epochs; "
+                            f"to continue it, raise epochs (--set epochs={state['epoch'] + 5})")
+    elif state is not None:
+        print(f"note: starting a new run; the checkpoint of run {state['run_id']} in {directory} "
+              "will be replaced (use --resume to continue that run instead)", flush=True)
+        state = None
+
+    tracking.check_reachable(tracking.tracking_uri(cfg.tracking.uri))
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if source is None:
+        source = data.open_source(cfg)
+    steps = steps_per_epoch(cfg, source)
+    strategy = distribute.strategy()
+    with strategy.scope():
+        gan = build_gan(cfg, source.shape, total_batches=cfg.epochs * steps,
+                        data_spec=source.spec())
+    if state:
+        checkpoints.restore(directory, gan, state)
+        if cfg.train.lr_schedule == "constant":
+            # The checkpoint brings the optimizers' old learning rates; the config's win
+            # (lowering them is the advice after a divergence). A schedule has no such variable:
+            # it is rebuilt from the config and continues from the restored step counts.
+            gan.d_optimizer.learning_rate.assign(cfg.train.d_learning_rate)
+            gan.g_optimizer.learning_rate.assign(cfg.train.g_learning_rate)
+    start_epoch = state["epoch"] if state else 0
+    evaluator = (source.evaluator(cfg.eval.n_samples, cfg.seed, cfg.eval.collapse_max_share)
+                 if cfg.eval.every_epochs else None)
+    record = RunRecord(completed=start_epoch, train_seconds=state["train_seconds"] if state else 0)
+    fit = Fit(gan, source, cfg, record, evaluator, every=cfg.eval.every_epochs,
+              stop_on_collapse=cfg.eval.stop_on_collapse)
+
+    tracking.configure(cfg.tracking.uri)
+    if state:
+        try:
+            mlflow.MlflowClient().get_run(state["run_id"])
+        except mlflow.exceptions.MlflowException:
+            raise UserError(f"the checkpoint in {directory} belongs to MLflow run "
+                            f"{state['run_id']}, which is not in {mlflow.get_tracking_uri()}; "
+                            "point MLFLOW_TRACKING_URI at the store it was logged to") from None
+    classifier = getattr(evaluator, "classifier", None)
+    classifier_run = tracking.log_classifier(classifier) if classifier is not None else None
+    experiment = cfg.tracking.experiment or cfg.name
+    mlflow.set_experiment(experiment)
+    run_args = ({"run_id": state["run_id"]} if state
+                else {"run_name": cfg.tracking.run_name or None,
+                      "parent_run_id": parent_run_id, "tags": tags})
+    with mlflow.start_run(**run_args) as run, fit.control.signals():
+        print(f"MLflow run {run.info.run_id} (experiment {experiment!r}, "
+              f"{mlflow.get_tracking_uri()})"
+              + (f", resumed after epoch {start_epoch}" if state else ""), flush=True)
+        if state:
+            fit.logger.restore(run.info.run_id)
+            if resume_changes:  # params are write-once in MLflow; record what a resume changed
+                mlflow.set_tag(f"resumed_at_epoch_{start_epoch}", json.dumps(resume_changes))
+        else:
+            mlflow.log_params(_params(cfg, gan, source, strategy, steps))
+            if classifier_run:
+                mlflow.set_tag("evaluation_classifier_run", classifier_run)
+        checkpointer = Checkpointer(record, directory,
+                                    {"run_id": run.info.run_id, "config": cfg.to_dict()},
+                                    every_steps=cfg.tracking.checkpoint_every_steps)
+        fit.run(cfg.epochs, steps, initial_epoch=start_epoch, verbose=verbose,
+                extra=[checkpointer])
+        finished = record.completed == cfg.epochs and record.reason in (None, "interrupted")
+        if not finished:  # a signal after the last step only delays the end-of-run logging
+            _stopped(record, run, directory, resume_command)
+        model_uri = tracking.log_generator(gan.sampler) if cfg.tracking.log_model else None
+        print(f"Finished MLflow run {run.info.run_id}. To review it, {tracking.run_link(run)}",
+              flush=True)
+        print(f"Samples: gan-pipeline sample --model {run.info.run_id} --n 100 --out samples.png",
+              flush=True)
+    return Result(run.info.run_id, model_uri, record.history, gan)
+
+
+def _stopped(record: RunRecord, run, directory, resume_command: str):
+    """End the MLflow run of a run that stopped early, and raise what the user should know."""
+    resume = resume_command or "gan-pipeline train --config <pipeline file> --resume"
+    if record.reason == "interrupted":
+        mlflow.end_run(status="KILLED")
+        state = checkpoints.read_state(directory)
+        raise TrainingStopped("interrupted", (
+            f"stopped by {record.detail} in epoch {record.epoch + 1}; checkpoint written "
+            f"({state['epoch']} epochs done), MLflow run {run.info.run_id} marked KILLED. "
+            f"Resume with: {resume}"))
+    state = checkpoints.read_state(directory)
+    if state is not None and state["run_id"] != run.info.run_id:
+        state = None
+    if record.reason == "collapsed":
+        mlflow.set_tag("failure", f"mode collapse: {record.detail}")
+        mlflow.end_run(status="FAILED")
+        raise TrainingStopped("collapsed", (
+            f"stopped on mode collapse ({record.detail}; eval.stop_on_collapse is set). MLflow "
+            f"run {run.info.run_id} marked FAILED; checkpoint kept ({state['epoch']} epochs). "
+            "Try another loss, learning rates or model, or resume with: " + resume))
+    mlflow.set_tag("failure", f"diverged: {record.detail}")
+    mlflow.end_run(status="FAILED")
+    if state:
+        kept = (f"the last good checkpoint ({state['epoch']} epochs) is kept; lower the "
+                f"learning rates and resume: {resume} --set train.d_learning_rate=... "
+                "--set train.g_learning_rate=...")
+    else:
+        kept = "no epoch had finished, so there is no checkpoint; lower the learning rates " \
+               "(e.g. --set train.d_learning_rate=1e-4 --set train.g_learning_rate=1e-4) and " \
+               "start again"
+    raise TrainingStopped("diverged", (
+        f"training diverged: {record.detail}. MLflow run {run.info.run_id} marked FAILED; "
+        f"{kept}"))
