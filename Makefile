@@ -4,7 +4,7 @@
 #   make pipeline PIPELINE=pipelines/gaussian_1d.toml ARGS="--set profile=quick"
 #   make train                                      the train stage alone (no search)
 #   make test                                       every test (what CI runs)
-#   make test-fast                                  the in-process tests, a few minutes
+#   make test-fast                                  the unit tests, a few minutes
 #   make faults                                     fault scenarios against the real CLI
 #   make bench                                      training-step benchmark vs the tutorial loops
 #   make ui                                         MLflow UI on http://127.0.0.1:5000
@@ -46,7 +46,7 @@ test: install
 	$(BIN)/python -m pytest -q --durations=10 tests $(ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q --durations=5 -m "not slow and not process" tests $(ARGS)
+	$(BIN)/python -m pytest -q --durations=5 -m "not slow and not process and not integration" tests $(ARGS)
 
 bench: install
 	$(BIN)/python bench/bench.py $(ARGS)

@@ -1,7 +1,9 @@
 """The ``gan-pipeline`` command: ``run``, ``train``, ``sample`` and ``evaluate``.
 
 Mistakes a user can fix (bad config, unknown names, missing data or models) print one
-``gan-pipeline: error: ...`` line and exit with status 2.
+``gan-pipeline: error: ...`` line and exit with status 2. The package is imported inside each
+command, after the environment is set up (TensorFlow's log level, ``TF_CONFIG``'s collective
+ops), and so that ``--help`` answers without loading TensorFlow.
 """
 
 from __future__ import annotations
@@ -115,9 +117,6 @@ def _evaluation_config(args, generator, run_id: str | None):
     raw: dict = {"data": spec["data"]} if spec["data"] else {}
     if spec["family"] in families.FAMILIES:
         raw["model"] = {"name": spec["family"]}
-    elif spec["kind"] == "vectors":  # a generator saved before the spec knew its data
-        raw = {"data": {"dataset": "gaussian_1d", "n_points": generator.output_shape[1]},
-               "model": {"name": "gaussian_1d"}}
     return config.validate(config.apply_overrides(raw, args.overrides))
 
 

@@ -117,8 +117,9 @@ def attach_spec(generator: keras.Model, **spec: Any) -> keras.Model:
     return keras.Model(inputs, out, name=generator.name)
 
 
-# Generators saved before the spec existed were named "<family>_generator"; their noise was the
-# family's. Kept so that earlier runs still sample and evaluate.
+# Generators saved before the spec existed (gan-pipeline 0.1) were named "<family>_generator";
+# their noise was the family's and the 1-D ones were trained on N(4, 1.25). Kept in this one
+# place so that earlier runs still sample and evaluate.
 _LEGACY_UNIFORM = ("gaussian_1d_generator", "gaussian_1d_sorted_generator")
 
 
@@ -130,9 +131,11 @@ def spec_of(generator: keras.Model, what: str = "the model") -> dict[str, Any]:
                     "data": dict(layer.data)}
     name = getattr(generator, "name", "")
     if name.endswith("_generator") and len(generator.inputs) == 1:
-        kind = "vectors" if len(generator.output_shape) == 2 else "images"
-        return {"noise": "uniform" if name in _LEGACY_UNIFORM else "normal", "kind": kind,
-                "family": name.removesuffix("_generator"), "data": {}}
+        vectors = len(generator.output_shape) == 2
+        data = {"dataset": "gaussian_1d", "n_points": generator.output_shape[1]} if vectors else {}
+        return {"noise": "uniform" if name in _LEGACY_UNIFORM else "normal",
+                "kind": "vectors" if vectors else "images",
+                "family": name.removesuffix("_generator"), "data": data}
     raise UserError(f"{what} is not a gan-pipeline generator: it has no GeneratorSpec layer "
                     f"(a Keras model named {name!r} with inputs {generator.input_shape}); "
                     "give a generator logged by `gan-pipeline train` (its run id, "

@@ -42,6 +42,7 @@ def only_run(uri, experiment):
     return client, runs[0]
 
 
+@pytest.mark.integration
 class TrainAndSampleImagesTest(tf.test.TestCase):
     """One tiny DCGAN run on mocked MNIST, then every way of sampling from it."""
 
@@ -141,6 +142,7 @@ class TrainAndSampleImagesTest(tf.test.TestCase):
         self.assertEqual(np.asarray(Image.open(png)).shape, (3 * 30 + 2, 3 * 30 + 2, 3))
 
 
+@pytest.mark.integration
 class TrainAndSample1DTest(tf.test.TestCase):
     def test_1d_run_logs_histograms_and_moments_and_samples_vectors(self):
         with TempWorkdir() as work:
@@ -214,6 +216,7 @@ class BadInputTest(tf.test.TestCase):
     def test_evaluate_errors(self):
         self.assertCleanError(["evaluate", "--model", "nope.keras", "--n", "5"], "--n 5 is too small")
 
+    @pytest.mark.process
     def test_console_script_exit_status(self):
         script = Path(sys.executable).parent / "gan-pipeline"
         result = subprocess.run([str(script), "train", "--config", "pipelines/mnist_dcgan.toml",
@@ -246,3 +249,21 @@ class RealMnistSmokeTest(tf.test.TestCase):
             x = np.load(work.path / "s.npy")
             self.assertEqual(x.shape, (200, 28, 28, 1))
             self.assertBetween(float(x.min()), -1.0, 1.0)
+
+
+class NotAGeneratorTest(tf.test.TestCase):
+    def test_sample_and_evaluate_refuse_a_model_that_is_not_a_generator(self):
+        import keras
+
+        with TempWorkdir() as work:
+            x = keras.Input((28, 28, 1))
+            other = keras.Model(x, keras.layers.Dense(10)(keras.layers.Flatten()(x)),
+                                name="feature_classifier")
+            other.save(work.path / "classifier.keras")
+            for argv in (["sample", "--model", "classifier.keras", "--out", "x.npy"],
+                         ["evaluate", "--model", "classifier.keras"]):
+                code, _, err = run_cli(*argv)
+                self.assertEqual(code, 2, err)
+                self.assertLen(err.strip().splitlines(), 1, err)
+                self.assertIn("is not a gan-pipeline generator", err)
+                self.assertFalse((work.path / "x.npy").exists())

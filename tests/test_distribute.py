@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 from tests.helpers import REPO
@@ -51,6 +52,7 @@ print(json.dumps([one_step(tf.distribute.get_strategy()), one_step(mirrored), sa
 '''
 
 
+@pytest.mark.process
 class MirroredStrategyTest(tf.test.TestCase):
     def test_two_replicas_update_like_one_device(self):
         out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True,

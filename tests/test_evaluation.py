@@ -54,6 +54,7 @@ class FeatureClassifierTest(tf.test.TestCase):
             self.assertAllClose(p1.sum(1), np.ones(5), atol=1e-5)
 
 
+@pytest.mark.integration
 class EvaluateCommandTest(tf.test.TestCase):
     def test_1d_run_gets_json_figures_and_logged_metrics(self):
         with TempWorkdir() as work:

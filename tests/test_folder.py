@@ -9,6 +9,7 @@ from unittest import mock
 
 import mlflow
 import numpy as np
+import pytest
 import tensorflow as tf
 from PIL import Image
 
@@ -141,6 +142,7 @@ class FolderSourceTest(tf.test.TestCase):
         self.assertEqual(open_folder(root).num_examples, 9, "a changed folder is read again")
 
 
+@pytest.mark.integration
 class BadFolderTest(tf.test.TestCase):
     def assertOneLine(self, path, *fragments, family="dcgan"):
         with TempWorkdir() as work:
@@ -174,6 +176,7 @@ class BadFolderTest(tf.test.TestCase):
                            "(30, 30, 1)")
 
 
+@pytest.mark.integration
 class FolderTrainingTest(tf.test.TestCase):
     """The DCGAN and the MLP train on each kind of folder, evaluated as they go."""
 

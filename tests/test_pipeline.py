@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras_tuner as kt
 import mlflow
+import pytest
 import tensorflow as tf
 
 from gan_pipeline import config, tracking, tuning
@@ -37,6 +38,7 @@ def children(client, experiment_id, parent_id):
     return client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
 
 
+@pytest.mark.integration
 class PipelineRunTest(tf.test.TestCase):
     def test_stages_trials_registration_and_reuse(self):
         with TempWorkdir() as work:
@@ -142,6 +144,7 @@ class PipelineRunTest(tf.test.TestCase):
             self.assertEqual(float(params["train.g_learning_rate"]), 3e-4)
 
 
+@pytest.mark.integration
 class RegisterTest(tf.test.TestCase):
     def test_alias_moves_only_to_a_better_version(self):
         with TempWorkdir():
@@ -170,6 +173,7 @@ def trial_runs(uri, parent_id):
     return children(client, run.info.experiment_id, parent_id)
 
 
+@pytest.mark.integration
 class TuningTest(tf.test.TestCase):
     def _search(self, cfg, work, parent_name="tune"):
         tracking.configure()
@@ -246,6 +250,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.process
 class DistributedTuningTest(tf.test.TestCase):
     def test_a_chief_and_two_workers_share_one_search(self):
         with TempWorkdir() as work:
@@ -281,6 +286,7 @@ class DistributedTuningTest(tf.test.TestCase):
             self.assertEqual(len(best["trials"]), 4)
 
 
+@pytest.mark.integration
 class PipelineErrorsTest(tf.test.TestCase):
     def test_tune_without_a_search_space_is_refused_before_any_run(self):
         from gan_pipeline.errors import UserError

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from gan_pipeline import checkpoints, config
@@ -33,6 +34,7 @@ def metric_steps(uri, run_id, key="d_loss"):
     return [m.step for m in mlflow.MlflowClient(uri).get_metric_history(run_id, key)]
 
 
+@pytest.mark.integration
 class ExactResumeTest(tf.test.TestCase):
     def test_resumed_run_matches_an_uninterrupted_one(self):
         with TempWorkdir() as work:
@@ -72,6 +74,7 @@ class ExactResumeTest(tf.test.TestCase):
                 train(tiny_1d("epochs=2"), verbose=0, resume=True)
 
 
+@pytest.mark.process
 class ProcessFaultsTest(tf.test.TestCase):
     """The real CLI in a subprocess, stopped from outside."""
 
@@ -135,6 +138,7 @@ class ProcessFaultsTest(tf.test.TestCase):
             self.assertEqual(run.info.status, "FINISHED")
 
 
+@pytest.mark.process
 class DivergenceTest(tf.test.TestCase):
     def test_non_finite_loss_stops_within_a_step_and_marks_the_run_failed(self):
         with TempWorkdir() as work:
@@ -155,6 +159,7 @@ class DivergenceTest(tf.test.TestCase):
             self.assertEqual(metric_steps(work.uri, run.info.run_id), [], "no NaN epoch logged")
 
 
+@pytest.mark.integration
 class MoreFaultsTest(tf.test.TestCase):
     def test_deterministic_runs_give_bit_identical_losses(self):
         with TempWorkdir() as work:
@@ -184,6 +189,7 @@ class MoreFaultsTest(tf.test.TestCase):
             state = checkpoints.read_state(work.path / "checkpoints" / "gaussian_1d")
             self.assertEqual(state["epoch"], 1, "the completed epoch is checkpointed")
 
+    @pytest.mark.process
     def test_unreachable_tracking_server_fails_before_training(self):
         with TempWorkdir() as work:
             env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
@@ -225,6 +231,7 @@ class MoreFaultsTest(tf.test.TestCase):
             self.assertEqual(saved, [(0, 3), (0, 6), (1, None)])
 
 
+@pytest.mark.integration
 class ResumeDetailsTest(tf.test.TestCase):
     def test_new_learning_rates_take_effect_and_are_recorded(self):
         with TempWorkdir() as work:

@@ -52,9 +52,9 @@ class Family:
 
 
 def _registry() -> dict[str, Family]:
-    from gan_pipeline.families import dcgan, gaussian_1d, mlp
+    from gan_pipeline.families import dcgan, gaussian_1d, gaussian_1d_pure, mlp
 
-    _MODULES = (gaussian_1d, mlp, dcgan)
+    _MODULES = (gaussian_1d, gaussian_1d_pure, mlp, dcgan)
     return {family.name: family for module in _MODULES for family in module.FAMILIES}
 
 

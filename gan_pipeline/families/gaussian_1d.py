@@ -1,14 +1,14 @@
 """The 1-D GAN of the "GANs in 50 lines" seed: uniform noise in, N(4, 1.25) out.
 
 G is the same small MLP for every point (50 relu, 50 sigmoid, 1 linear) on U(0, 1) noise. The
-three families differ only in what D sees of each vector of draws before its 50-50-1 MLP:
+families differ only in what D sees of each vector of draws before its 50-50-1 MLP:
 
 - ``gaussian_1d``: each value beside its squared deviation from the vector's mean (the seed's
   "data and variances"): it can tell a collapsed G from real data, but in effect it matches
   moments only (KS ~0.09).
 - ``gaussian_1d_sorted``: the values in ascending order, the vector's empirical quantiles; a
   linear unit on them can weigh any quantile, so the whole shape of the distribution counts.
-- ``gaussian_1d_pure``: the raw values (the seed's ``GAN_Pure`` comparison, no batch statistic).
+(``gaussian_1d_pure``, the seed's comparison without a statistic, is its own module.)
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class SortedValues(layers.Layer):
         return input_shape
 
 
-def _builder(features):
+def builder(features):
     """A builder whose D sees ``features(x)`` of each vector (None: the raw values)."""
 
     def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
@@ -71,12 +71,10 @@ def _builder(features):
     return build
 
 
-_DEFAULTS = {"g_hidden": 50, "d_hidden": 50}
+DEFAULTS = {"g_hidden": 50, "d_hidden": 50}
 FAMILIES = (
-    Family("gaussian_1d", _builder(DeviationFeatures), _DEFAULTS, noise="uniform",
+    Family("gaussian_1d", builder(DeviationFeatures), DEFAULTS, noise="uniform",
            kind=kinds.VECTORS, summary="the seed: D sees each value and its squared deviation"),
-    Family("gaussian_1d_sorted", _builder(SortedValues), _DEFAULTS, noise="uniform",
+    Family("gaussian_1d_sorted", builder(SortedValues), DEFAULTS, noise="uniform",
            kind=kinds.VECTORS, summary="D sees each vector sorted (its quantiles)"),
-    Family("gaussian_1d_pure", _builder(None), _DEFAULTS, noise="uniform", kind=kinds.VECTORS,
-           summary="the seed's GAN_Pure: D sees the raw values"),
 )
