@@ -93,6 +93,7 @@ def run_train(args) -> None:
 def run_sample(args) -> None:
     from gan_pipeline import kinds, sampling
 
+    sampling.check_out(args.out)
     generator = sampling.load_generator(args.model, args.tracking_uri)
     samples = sampling.sample(generator, args.n, seed=args.seed)
     kind = kinds.KINDS[kinds.spec_of(generator)["kind"]]

@@ -27,14 +27,29 @@ class Fit:
         self.callbacks.append(self.logger)
 
     def run(self, epochs: int, steps: int, initial_epoch: int = 0, verbose: int | str = 1,
-            extra=()):
+            extra=(), done_steps: int = 0):
         """``gan.fit`` from ``initial_epoch`` to ``epochs`` of ``steps`` batches; ``extra``
-        callbacks run after the standard ones."""
-        # The data stream continues where the checkpoint left it: same seed, same order.
-        stream = self.source.batches(self.cfg.batch_size).repeat().skip(initial_epoch * steps)
-        return self.gan.fit(stream, initial_epoch=initial_epoch, epochs=epochs,
-                            steps_per_epoch=steps, callbacks=[*self.callbacks, *extra],
-                            verbose=verbose, shuffle=False)
+        callbacks run after the standard ones. ``done_steps`` batches of the first epoch ran
+        before (a mid-epoch checkpoint): the rest of that epoch runs first, on its own."""
+        callbacks = [*self.callbacks, *extra]
+        self.record.epochs = epochs
+        batches = self.source.batches(self.cfg.batch_size).repeat()
+
+        def fit(first: int, last: int, skip: int, per_epoch: int):
+            # The data stream continues where the checkpoint left it: same seed, same order.
+            return self.gan.fit(batches.skip(skip), initial_epoch=first, epochs=last,
+                                steps_per_epoch=per_epoch, callbacks=callbacks,
+                                verbose=verbose, shuffle=False)
+
+        if done_steps and initial_epoch < epochs:
+            self.record.step_offset = done_steps
+            history = fit(initial_epoch, initial_epoch + 1, initial_epoch * steps + done_steps,
+                          steps - done_steps)
+            self.record.step_offset = 0
+            initial_epoch += 1
+            if self.record.reason is not None or initial_epoch >= epochs:
+                return history
+        return fit(initial_epoch, epochs, initial_epoch * steps, steps)
 
 
 def steps_per_epoch(cfg, source, fixed: int = 0) -> int:

@@ -46,8 +46,9 @@ RESUMABLE = ("epochs", "train.d_learning_rate", "train.g_learning_rate", "eval."
 
 def _check_resumable(saved: dict, cfg, directory) -> dict:
     """The settings a resume changes, ``{key: new value}``; an error if any may not change."""
-    old = config.flatten({k: v for k, v in saved.items() if k not in config.schema.PIPELINE_ONLY})
-    new = config.flatten(cfg.training_part())
+    old = config.flatten({k: v for k, v in tracking.redacted_config(saved).items()
+                          if k not in config.schema.PIPELINE_ONLY})
+    new = config.flatten(tracking.redacted_config(cfg.training_part()))
     differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     changed = [k for k in differ if not k.startswith(RESUMABLE)]
     if changed:
@@ -61,7 +62,7 @@ def _check_resumable(saved: dict, cfg, directory) -> dict:
 
 def _params(cfg, gan: GAN, source, strategy, steps: int) -> dict:
     """Every resolved setting, plus what was derived from them (``resolved.*``)."""
-    params = config.flatten(cfg.training_part())
+    params = config.flatten(tracking.redacted_config(cfg.training_part()))
     params.update({
         "resolved.replicas": strategy.num_replicas_in_sync,
         "resolved.precision": resolved_precision(cfg),
@@ -87,7 +88,8 @@ def train(cfg, verbose: int | str = 1, resume: bool = False, resume_command: str
     """Train the GAN ``cfg`` describes into one MLflow run; returns the run id and history.
 
     ``source`` is the opened training data (opened here when not given); ``parent_run_id``
-    nests the run (the pipeline's train stage); ``tags`` are set on it.
+    nests the run (the pipeline's train stage); ``tags`` are set on it. One process at a time
+    trains into a checkpoint folder.
     """
     if not distribute.is_chief():
         # Multi-worker training: every worker runs this, only the chief records. The others
@@ -96,33 +98,68 @@ def train(cfg, verbose: int | str = 1, resume: bool = False, resume_command: str
         cfg = cfg.replace({"tracking.uri": f"sqlite:///{scratch}/mlflow.db",
                            "tracking.checkpoint_dir": scratch, "tracking.log_model": False})
         print(f"note: not the chief worker; logging to {scratch} (discarded)", flush=True)
-    directory = checkpoints.folder(cfg.tracking.checkpoint_dir, cfg.name)
-    try:
-        state = checkpoints.read_state(directory)
-    except UserError:
-        if resume:
-            raise
-        state = {"run_id": "(unreadable)"}  # a fresh run replaces a corrupt checkpoint
-    resume_changes: dict = {}
-    if resume:
-        if state is None:
-            raise UserError(f"nothing to resume: no checkpoint in {directory}; run without "
-                            "--resume to start")
-        resume_changes = _check_resumable(state["config"], cfg, directory)
-        if state["epoch"] >= cfg.epochs:
-            raise UserError(f"the run in {directory} already trained {state['epoch']} epochs; "
-                            f"to continue it, raise epochs (--set epochs={state['epoch'] + 5})")
-    elif state is not None:
-        print(f"note: starting a new run; the checkpoint of run {state['run_id']} in {directory} "
-              "will be replaced (use --resume to continue that run instead)", flush=True)
-        state = None
-
     tracking.check_reachable(tracking.tracking_uri(cfg.tracking.uri))
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     if source is None:
-        source = data.open_source(cfg)
+        source = data.open_source(cfg)  # bad data fails here, before anything is written
+    directory = checkpoints.folder(cfg.tracking.checkpoint_dir, cfg.name)
+    with checkpoints.exclusive(directory):
+        return _train(cfg, source, directory, verbose, resume, resume_command, parent_run_id,
+                      tags)
+
+
+def _resume_state(cfg, directory, resume: bool) -> tuple[dict | None, dict]:
+    """The checkpoint state a run continues from (None: a new run), and the settings a resume
+    changes. Checks what a resume may not do."""
+    try:
+        state = checkpoints.read_state(directory)
+    except UserError:
+        if resume:
+            raise
+        return None, {}  # a fresh run replaces a corrupt state file (its files stay)
+    if not resume:
+        if state is not None:
+            print(f"note: starting a new run; the checkpoints of run {state['run_id']} stay in "
+                  f"{directory / state['run_id']} (--resume continues the latest run instead)",
+                  flush=True)
+            _mark_stale(state["run_id"])
+        return None, {}
+    if state is None:
+        raise UserError(f"nothing to resume: no checkpoint in {directory}; run without "
+                        "--resume to start")
+    changes = _check_resumable(state["config"], cfg, directory)
+    if state["epoch"] >= cfg.epochs and _run_status(state["run_id"]) in ("FINISHED", None):
+        raise UserError(f"the run in {directory} already trained {state['epoch']} epochs; "
+                        f"to continue it, raise epochs (--set epochs={state['epoch'] + 5})")
+    return state, changes
+
+
+def _run_status(run_id: str) -> str | None:
+    try:
+        return mlflow.MlflowClient().get_run(run_id).info.status
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def _mark_stale(run_id: str) -> None:
+    """A run left RUNNING in a folder this process now holds was killed: say so in MLflow."""
+    if _run_status(run_id) == "RUNNING":
+        mlflow.MlflowClient().set_terminated(run_id, "KILLED")
+        print(f"note: MLflow run {run_id} had stopped without saying so; marked KILLED",
+              flush=True)
+
+
+def _train(cfg, source, directory, verbose, resume, resume_command, parent_run_id,
+           tags) -> Result:
+    tracking.configure(cfg.tracking.uri)
+    state, resume_changes = _resume_state(cfg, directory, resume)
+    if state and _run_status(state["run_id"]) is None:
+        raise UserError(f"the checkpoint in {directory} belongs to MLflow run "
+                        f"{state['run_id']}, which is not in "
+                        f"{tracking.redact(mlflow.get_tracking_uri())}; point "
+                        "MLFLOW_TRACKING_URI at the store it was logged to")
     steps = steps_per_epoch(cfg, source)
     strategy = distribute.strategy()
     with strategy.scope():
@@ -136,21 +173,12 @@ def train(cfg, verbose: int | str = 1, resume: bool = False, resume_command: str
             # it is rebuilt from the config and continues from the restored step counts.
             gan.d_optimizer.learning_rate.assign(cfg.train.d_learning_rate)
             gan.g_optimizer.learning_rate.assign(cfg.train.g_learning_rate)
-    start_epoch = state["epoch"] if state else 0
+    start_epoch = min(state["epoch"], cfg.epochs) if state else 0
     evaluator = (source.evaluator(cfg.eval.n_samples, cfg.seed, cfg.eval.collapse_max_share)
                  if cfg.eval.every_epochs else None)
     record = RunRecord(completed=start_epoch, train_seconds=state["train_seconds"] if state else 0)
     fit = Fit(gan, source, cfg, record, evaluator, every=cfg.eval.every_epochs,
               stop_on_collapse=cfg.eval.stop_on_collapse)
-
-    tracking.configure(cfg.tracking.uri)
-    if state:
-        try:
-            mlflow.MlflowClient().get_run(state["run_id"])
-        except mlflow.exceptions.MlflowException:
-            raise UserError(f"the checkpoint in {directory} belongs to MLflow run "
-                            f"{state['run_id']}, which is not in {mlflow.get_tracking_uri()}; "
-                            "point MLFLOW_TRACKING_URI at the store it was logged to") from None
     classifier = getattr(evaluator, "classifier", None)
     classifier_run = tracking.log_classifier(classifier) if classifier is not None else None
     experiment = cfg.tracking.experiment or cfg.name
@@ -160,8 +188,9 @@ def train(cfg, verbose: int | str = 1, resume: bool = False, resume_command: str
                       "parent_run_id": parent_run_id, "tags": tags})
     with mlflow.start_run(**run_args) as run, fit.control.signals():
         print(f"MLflow run {run.info.run_id} (experiment {experiment!r}, "
-              f"{mlflow.get_tracking_uri()})"
-              + (f", resumed after epoch {start_epoch}" if state else ""), flush=True)
+              f"{tracking.redact(mlflow.get_tracking_uri())})"
+              + (f", resumed after epoch {start_epoch}" if state else "")
+              + (f", step {state['step']}" if state and state.get("step") else ""), flush=True)
         if state:
             fit.logger.restore(run.info.run_id)
             if resume_changes:  # params are write-once in MLflow; record what a resume changed
@@ -171,10 +200,12 @@ def train(cfg, verbose: int | str = 1, resume: bool = False, resume_command: str
             if classifier_run:
                 mlflow.set_tag("evaluation_classifier_run", classifier_run)
         checkpointer = Checkpointer(record, directory,
-                                    {"run_id": run.info.run_id, "config": cfg.to_dict()},
+                                    {"run_id": run.info.run_id,
+                                     "config": tracking.redacted_config(cfg.to_dict())},
                                     every_steps=cfg.tracking.checkpoint_every_steps)
+        # (from a run that had trained every epoch, this only does the end-of-run logging)
         fit.run(cfg.epochs, steps, initial_epoch=start_epoch, verbose=verbose,
-                extra=[checkpointer])
+                extra=[checkpointer], done_steps=state.get("step", 0) if state else 0)
         finished = record.completed == cfg.epochs and record.reason in (None, "interrupted")
         if not finished:  # a signal after the last step only delays the end-of-run logging
             _stopped(record, run, directory, resume_command)

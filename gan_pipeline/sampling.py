@@ -7,6 +7,7 @@ its ``GeneratorSpec`` (``gan_pipeline.kinds.spec_of``).
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import keras
@@ -34,6 +35,8 @@ def load_generator(model: str, tracking_uri: str = "") -> keras.Model:
 def _load(model: str, tracking_uri: str) -> keras.Model:
     path = Path(model)
     if path.suffix == ".keras" or path.exists():
+        if path.is_dir():
+            raise UserError(f"--model {model!r} is a folder, not a .keras file")
         if not path.is_file():
             raise UserError(f"model file {model!r} does not exist")
         try:
@@ -46,18 +49,21 @@ def _load(model: str, tracking_uri: str) -> keras.Model:
         raise UserError(f"--model {model!r} is not valid: expected a .keras file, a 32-character "
                         "MLflow run id, or an MLflow model URI (runs:/<run_id>/generator, "
                         "models:/<model_id>)")
-    uri = tracking.configure(tracking_uri)
+    uri = tracking.tracking_uri(tracking_uri)
     local_store = uri.removeprefix("sqlite:///")
     if uri.startswith("sqlite:///") and not Path(local_store).is_file():
         raise UserError(f"no MLflow store at {local_store} to look up --model {model!r}: run this "
                         "in the directory you trained in, or set MLFLOW_TRACKING_URI "
                         "(--tracking-uri)")
+    tracking.check_reachable(uri)
+    tracking.configure(uri)
     if RUN_ID.fullmatch(model):
         try:
             local = mlflow.artifacts.download_artifacts(run_id=model,
                                                         artifact_path=tracking.GENERATOR_FILE)
         except Exception as exc:
-            raise UserError(f"run {model!r} has no {tracking.GENERATOR_FILE} in {uri} "
+            raise UserError(f"run {model!r} has no {tracking.GENERATOR_FILE} in "
+                            f"{tracking.redact(uri)} "
                             f"({type(exc).__name__}); is it the right run id and tracking URI, "
                             "and did the run finish?") from None
         return keras.models.load_model(local, safe_mode=True, compile=False)
@@ -65,8 +71,9 @@ def _load(model: str, tracking_uri: str) -> keras.Model:
         return mlflow.keras.load_model(model, load_model_kwargs={"safe_mode": True,
                                                                  "compile": False})
     except Exception as exc:
-        raise UserError(f"could not load MLflow model {model!r} from {uri}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"could not load MLflow model {model!r} from {tracking.redact(uri)}: "
+                        f"{tracking.redact(first)}") from None
 
 
 def run_id_of(model: str) -> str | None:
@@ -95,13 +102,29 @@ def sample(generator: keras.Model, n: int, seed: int = 0, batch_size: int = 500)
     return np.concatenate(out).astype(np.float32)
 
 
-def write(samples: np.ndarray, out: str | Path, kind: kinds.Kind) -> Path:
-    """Save samples to ``.npy`` (all of them) or ``.png`` (the kind's picture)."""
-    out = Path(out)
+def check_out(out: str | Path) -> Path:
+    """``--out`` checked before anything is loaded: a .npy or .png name in a folder this
+    process can write (created if missing)."""
+    out = Path(out).expanduser()
     if out.suffix not in (".npy", ".png"):
         raise UserError(f"--out {str(out)!r} is not valid: expected a .npy or .png file name")
+    if out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a folder; give a file name ending in .npy or "
+                        ".png")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise UserError(f"--out {str(out)!r}: cannot write in {str(out.parent)!r} "
+                        f"({exc.strerror or type(exc).__name__})") from None
+    return out
+
+
+def write(samples: np.ndarray, out: str | Path, kind: kinds.Kind) -> Path:
+    """Save samples to ``.npy`` (all of them) or ``.png`` (the kind's picture)."""
+    out = check_out(out)
+    try:
         if out.suffix == ".npy":
             np.save(out, samples)
         else:

@@ -9,8 +9,12 @@ plain ``mlflow ui`` reads when started in the same directory. ``MLFLOW_TRACKING_
 
 from __future__ import annotations
 
+import copy
+import fcntl
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 
 import keras
@@ -27,6 +31,23 @@ GENERATOR_FILE = "generator.keras"  # the .keras artifact of every run
 MODEL_NAME = "generator"  # the MLflow model (keras flavour) of every run
 
 
+_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the ``user:password@`` of any URI in it replaced by ``***@``: credentials
+    never leave the process (messages, params, artifacts, state files)."""
+    return _CREDENTIALS.sub("***@", str(text))
+
+
+def redacted_config(values: dict) -> dict:
+    """A config dict as it may be written anywhere: its tracking URI without credentials."""
+    values = copy.deepcopy(values)
+    if "uri" in values.get("tracking", {}):
+        values["tracking"]["uri"] = redact(values["tracking"]["uri"])
+    return values
+
+
 def default_uri() -> str:
     """``sqlite:///<cwd>/mlflow.db``: where plain ``mlflow ui`` started here looks."""
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
@@ -38,20 +59,44 @@ def tracking_uri(configured: str = "") -> str:
 
 
 def configure(configured: str = "") -> str:
+    """Point MLflow at the store (creating a new SQLite store once, see ``_create_store``)."""
     uri = tracking_uri(configured)
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        _create_store(Path(uri.removeprefix("sqlite:///")))
     return uri
 
 
+def _create_store(path: Path) -> None:
+    """Create and migrate a new SQLite store under a lock, so that two processes starting on a
+    fresh store do not both migrate its schema (the second waits, then finds it ready)."""
+    if path.is_file() and path.stat().st_size > 0:
+        return
+    with open(path.with_name(path.name + ".lock"), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+
+
+# Store URIs MLflow can track to (sqlite and the SQLAlchemy databases, a server, Databricks).
+SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "file")
+
+
 def check_reachable(uri: str) -> None:
-    """Fail fast, before any training, when the tracking store cannot be reached or written."""
-    if uri.startswith(("http://", "https://")):
+    """Fail fast, before any training, when the tracking store cannot be used, reached or
+    written. Messages name the store without its credentials."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    if scheme not in SCHEMES:
+        raise UserError(f"tracking URI {redact(uri)!r} is not one MLflow can log to: expected "
+                        "http(s)://host:port (a tracking server), sqlite:///path/mlflow.db or a "
+                        "database URI (postgresql://, mysql://, ...); fix MLFLOW_TRACKING_URI / "
+                        "tracking.uri, or unset it to log to ./mlflow.db")
+    if scheme in ("http", "https"):
         try:
             requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
         except requests.RequestException as exc:
-            raise UserError(f"MLflow tracking server {uri} is unreachable ({type(exc).__name__});"
-                            " start it, fix MLFLOW_TRACKING_URI / tracking.uri, or unset it to "
-                            "log to ./mlflow.db") from None
+            raise UserError(f"MLflow tracking server {redact(uri)} is unreachable "
+                            f"({type(exc).__name__}); start it, fix MLFLOW_TRACKING_URI / "
+                            "tracking.uri, or unset it to log to ./mlflow.db") from None
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -87,7 +132,7 @@ def log_generator(generator: keras.Model) -> str:
 
 def run_link(run) -> str:
     """How to open ``run`` in the UI: a URL for a server, else the ``mlflow ui`` command."""
-    uri = mlflow.get_tracking_uri()
+    uri = redact(mlflow.get_tracking_uri())
     path = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{path}"
@@ -98,12 +143,18 @@ def run_link(run) -> str:
 
 
 def log_evaluation(run_id: str, result: dict) -> None:
-    """Add a full evaluation to a finished run: ``quality/<figure>`` metrics and the JSON."""
-    figures = {f"quality/{k}": float(v) for k, v in result["figures"].items()
-               if isinstance(v, (int, float))}
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics(figures)
-        mlflow.log_dict(result, "evaluation.json")
+    """Add a full evaluation to a finished run: ``quality/<figure>`` metrics and the JSON.
+    Through the client, without reopening the run: whatever happens meanwhile (Ctrl-C, a
+    crash), a FINISHED run stays FINISHED."""
+    client = mlflow.MlflowClient()
+    metrics = [mlflow.entities.Metric(f"quality/{k}", float(v), mlflow_timestamp(), 0)
+               for k, v in result["figures"].items() if isinstance(v, (int, float))]
+    client.log_batch(run_id, metrics=metrics)
+    client.log_dict(run_id, result, "evaluation.json")
+
+
+def mlflow_timestamp() -> int:
+    return int(time.time() * 1000)
 
 
 CLASSIFIER_EXPERIMENT = "evaluation-classifiers"

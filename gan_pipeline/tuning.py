@@ -22,6 +22,7 @@ processes or machines (see the README).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -30,7 +31,7 @@ import keras
 import keras_tuner as kt
 import mlflow
 
-from gan_pipeline import data
+from gan_pipeline import checkpoints, data
 from gan_pipeline.callbacks import RunRecord, TunerObjective
 from gan_pipeline.errors import UserError
 from gan_pipeline.factory import build_gan
@@ -181,15 +182,20 @@ def search(cfg, directory: Path, project: str, parent_run_id: str, worker: bool 
     source = source if source is not None else data.open_source(cfg)
     evaluator = source.evaluator(cfg.tune.n_samples, cfg.seed, cfg.eval.collapse_max_share)
     hypermodel = GANHyperModel(cfg, source, evaluator, parent_run_id)
-    tuner = make_tuner(cfg, hypermodel, directory, project)
-    try:
-        tuner.search()
-    except RuntimeError as exc:  # Keras Tuner's "Number of consecutive failures exceeded"
-        if "consecutive failures" not in str(exc):
-            raise
-        print(f"search stopped: {cfg.tune.max_failed_trials} trials in a row failed "
-              "(tune.max_failed_trials)", flush=True)
-    return None if worker else summary(tuner, cfg, evaluator.objective)
+    # One search writes its project at a time (the workers of a distributed search are part
+    # of the chief's, which holds it).
+    holding = (contextlib.nullcontext() if worker
+               else checkpoints.exclusive(Path(directory) / project, "search"))
+    with holding:
+        tuner = make_tuner(cfg, hypermodel, directory, project)
+        try:
+            tuner.search()
+        except RuntimeError as exc:  # Keras Tuner's "Number of consecutive failures exceeded"
+            if "consecutive failures" not in str(exc):
+                raise
+            print(f"search stopped: {cfg.tune.max_failed_trials} trials in a row failed "
+                  "(tune.max_failed_trials)", flush=True)
+        return None if worker else summary(tuner, cfg, evaluator.objective)
 
 
 def summary(tuner, cfg, objective: str) -> dict:

@@ -3,10 +3,12 @@ user mistakes end in one clear line with exit status 2 and nothing left in MLflo
 
 import contextlib
 import io
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 import numpy as np
@@ -212,6 +214,40 @@ class BadInputTest(tf.test.TestCase):
             self.assertIn("run '" + "0" * 32 + "' has no generator.keras", err)
         self.assertCleanError(["sample", "--model", "my-generator", "--out", "x.npy"],
                               "--model 'my-generator' is not valid")
+
+    def test_more_user_mistakes_are_one_line(self):
+        dcgan = REPO / "pipelines/mnist_dcgan.toml"
+        self.assertCleanError(["train", "--config", REPO / "pipelines"], "is a folder")
+        self.assertCleanError(["sample", "--model", REPO / "pipelines", "--out", "x.npy"],
+                              "is a folder, not a .keras file")
+        self.assertCleanError(["sample", "--model", "0" * 32, "--out", "/proc/x.npy"],
+                              "--out '/proc/x.npy': cannot write in '/proc'")
+        self.assertCleanError(["sample", "--model", "0" * 32, "--out", "."], "is not valid")
+        self.assertCleanError(["train", "--config", dcgan, "--set", "seed=4294967296"],
+                              "seed = 4294967296")
+        self.assertCleanError(["train", "--config", dcgan, "--set", "train.d_learning_rate=nan"],
+                              "train.d_learning_rate", "finite")
+
+    def test_tracking_uris_are_checked_and_never_show_credentials(self):
+        dcgan = REPO / "pipelines/mnist_dcgan.toml"
+        for uri, shown in (("garbage://x", "tracking URI 'garbage://x' is not one MLflow can "
+                                           "log to"),
+                           ("http://alice:s3cret@127.0.0.1:9", "MLflow tracking server "
+                                                               "http://***@127.0.0.1:9 is "
+                                                               "unreachable")):
+            with TempWorkdir() as work, mock.patch.dict(os.environ,
+                                                        {"MLFLOW_TRACKING_URI": uri}):
+                code, out, err = run_cli("train", "--config", dcgan)
+                self.assertEqual(code, 2, err)
+                (line,) = err.strip().splitlines()
+                self.assertTrue(line.startswith(f"gan-pipeline: error: {shown}"), line)
+                self.assertNotIn("s3cret", out + err)
+                self.assertFalse((work.path / "mlflow.db").exists())
+        self.assertEqual(tracking.redact("see https://bob:pw@host/x and sqlite:///a.db"),
+                         "see https://***@host/x and sqlite:///a.db")
+        cfg = {"tracking": {"uri": "http://u:p@h:5000"}, "seed": 1}
+        self.assertEqual(tracking.redacted_config(cfg)["tracking"]["uri"], "http://***@h:5000")
+        self.assertEqual(cfg["tracking"]["uri"], "http://u:p@h:5000", "the config is untouched")
 
     def test_evaluate_errors(self):
         self.assertCleanError(["evaluate", "--model", "nope.keras", "--n", "5"], "--n 5 is too small")

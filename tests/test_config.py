@@ -278,3 +278,11 @@ class SettingsReferenceTest(tf.test.TestCase):
             self.assertIn(f"`{name}`", text)
             for hp in family.defaults:
                 self.assertIn(f"`{hp} = ", text, f"{name}: {hp}")
+
+
+class NameTest(tf.test.TestCase):
+    def test_the_name_is_safe_as_a_folder_and_an_experiment(self):
+        for bad in ("../up", "a/b", ".hidden", "x" * 101, "with space"):
+            with self.assertRaisesRegex(UserError, "name = .* letters, digits"):
+                config.validate({"name": bad})
+        self.assertEqual(config.validate({"name": "mnist_dcgan-2.v1"}).name, "mnist_dcgan-2.v1")

@@ -74,8 +74,13 @@ class EvaluateCommandTest(tf.test.TestCase):
             result = json.loads(out)
             figures = result["figures"]
             self.assertEqual(figures["n_points"], 2000)
+            # the figures are those of the run's generator on seed 0's noise
+            from gan_pipeline import metrics, sampling
+
+            values = sampling.sample(sampling.load_generator(run.info.run_id), 100, seed=0)
+            expected = metrics.gaussian_fit(values.ravel()[:2000], 4.0, 1.25)
             for key in ("ks", "wasserstein1", "abs_mean_error", "abs_std_error"):
-                self.assertGreaterEqual(figures[key], 0.0)
+                self.assertAllClose(figures[key], expected[key], rtol=1e-6)
             self.assertLess(result["real_vs_real_floor"]["ks"], 0.05)
             self.assertEqual((result["mean"], result["std"]), (4.0, 1.25))
             logged = client.get_run(run.info.run_id).data.metrics
@@ -94,7 +99,8 @@ class EvaluateCommandTest(tf.test.TestCase):
             self.assertIn("eval/frechet_distance", run.data.metrics)
             # the classifier behind the figures is logged once, in its own run
             classifier_run = client.get_run(run.data.tags["evaluation_classifier_run"])
-            self.assertGreaterEqual(classifier_run.data.metrics["test_accuracy"], 0.0)
+            accuracy = classifier_run.data.metrics["test_accuracy"]
+            self.assertBetween(accuracy, 0.0, 1.0)
             (artifact,) = client.list_artifacts(classifier_run.info.run_id)
             self.assertRegex(artifact.path, r"^mnist-3\.0\.1-v1-[0-9a-f]{8}\.keras$")
             code, out, err = run_cli("evaluate", "--model", run.info.run_id, "--n", 200)
@@ -116,3 +122,27 @@ class RealMnistClassifierTest(tf.test.TestCase):
         data_dir = real_tfds_dir(self)
         classifier = open_data("mnist", data_dir=data_dir, download=False).classifier()
         self.assertGreaterEqual(classifier.info["test_accuracy"], 0.99)
+
+
+class FinishedRunsStayFinishedTest(tf.test.TestCase):
+    def test_an_evaluation_cut_short_leaves_the_train_run_finished(self):
+        from unittest import mock
+
+        import mlflow
+
+        from gan_pipeline import tracking
+
+        with TempWorkdir() as work:
+            tracking.configure()
+            mlflow.set_experiment("e")
+            with mlflow.start_run() as run:
+                mlflow.log_metric("d_loss", 1.0)
+            result = {"figures": {"ks": 0.1, "n_points": 10}}
+            with mock.patch.object(mlflow.MlflowClient, "log_dict",
+                                   side_effect=KeyboardInterrupt):
+                with self.assertRaises(KeyboardInterrupt):
+                    tracking.log_evaluation(run.info.run_id, result)
+            client = mlflow.MlflowClient(work.uri)
+            self.assertEqual(client.get_run(run.info.run_id).info.status, "FINISHED")
+            tracking.log_evaluation(run.info.run_id, result)  # the next `run` retries it
+            self.assertEqual(client.get_run(run.info.run_id).data.metrics["quality/ks"], 0.1)

@@ -216,8 +216,9 @@ class TuningTest(tf.test.TestCase):
             # max_failed_trials=1: Keras Tuner gives up after the first failure (with a
             # RuntimeError the search turns into a clear message)
             cfg = tiny_1d("tune.max_trials=3", "tune.max_failed_trials=1")
-            cfg = cfg.replace({"tune.space": {"train.d_learning_rate": {"values": [1e30]},
-                                              "train.g_learning_rate": {"values": [1e30]}}})
+            # data far outside float16's range: every trial's loss is NaN at its first step
+            cfg = cfg.replace({"data.mean": 1e6, "tune.space": {
+                "train.precision": {"values": ["mixed_float16"]}}})
             from gan_pipeline.errors import UserError
 
             with self.assertRaisesRegex(UserError, "without one successful trial"):
@@ -279,8 +280,9 @@ class DistributedTuningTest(tf.test.TestCase):
             self.assertEqual(tune[0].info.status, "FINISHED")
             trials = children(client, experiment, tune[0].info.run_id)
             self.assertEqual(len(trials), 4)
+            # which worker wins the race for each trial is up to them; only workers run trials
             by_worker = {t.data.tags["tuner_id"] for t in trials}
-            self.assertEqual(by_worker, {"tuner0", "tuner1"}, "both workers ran trials")
+            self.assertTrue(by_worker and by_worker <= {"tuner0", "tuner1"}, by_worker)
             best = mlflow.artifacts.load_dict(
                 f"runs:/{tune[0].info.run_id}/best_hyperparameters.json")
             self.assertEqual(len(best["trials"]), 4)

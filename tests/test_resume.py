@@ -65,7 +65,7 @@ class ExactResumeTest(tf.test.TestCase):
         with TempWorkdir() as work:
             train(tiny_1d("epochs=1"), verbose=0)
             folder = work.path / "checkpoints" / "gaussian_1d"
-            for data_file in folder.glob("ckpt-*.data-*"):
+            for data_file in folder.rglob("ckpt-*.data-*"):
                 data_file.write_bytes(b"garbage")
             with self.assertRaisesRegex(UserError, "is corrupt or does not match"):
                 train(tiny_1d("epochs=2"), verbose=0, resume=True)
@@ -82,17 +82,19 @@ class ProcessFaultsTest(tf.test.TestCase):
             "--set", "data.num_examples=4096", "--set", "batch_size=16",
             "--set", "tracking.log_model=false", "--set", "eval.n_samples=200"]
 
-    def start(self, work):
+    def start(self, work, *extra):
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        return subprocess.Popen([SCRIPT, *self.ARGS], cwd=work.path, env=env,
+        return subprocess.Popen([SCRIPT, *self.ARGS, *extra], cwd=work.path, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def wait_for_epoch(self, work, proc, epoch, timeout=240):
+    def wait_for_epoch(self, work, proc, epoch, timeout=240, mid_epoch=False):
+        """The first checkpoint with ``epoch`` epochs done (and, with ``mid_epoch``, taken
+        inside the next one)."""
         deadline = time.time() + timeout
         folder = work.path / "checkpoints" / "gaussian_1d"
         while time.time() < deadline:
             state = checkpoints.read_state(folder) if (folder / "state.json").exists() else None
-            if state and state["epoch"] >= epoch:
+            if state and state["epoch"] >= epoch and (not mid_epoch or "step" in state):
                 return state
             self.assertIsNone(proc.poll(), "training ended before it could be interrupted")
             time.sleep(0.2)
@@ -104,9 +106,9 @@ class ProcessFaultsTest(tf.test.TestCase):
 
     def test_sigkill_mid_epoch_then_resume_loses_nothing(self):
         with TempWorkdir() as work:
-            proc = self.start(work)
-            state = self.wait_for_epoch(work, proc, 2)
-            time.sleep(0.5)  # into the next epoch
+            # a checkpoint every 64 of the 256 steps: killed once one lands inside epoch 3
+            proc = self.start(work, "--set", "tracking.checkpoint_every_steps=64")
+            state = self.wait_for_epoch(work, proc, 2, mid_epoch=True)
             proc.kill()
             proc.wait()
             self.assertEqual(proc.returncode, -signal.SIGKILL)
@@ -121,10 +123,16 @@ class ProcessFaultsTest(tf.test.TestCase):
             self.assertLen(images, 6, "the fixed-noise series continues, one picture per epoch")
 
     def test_ctrl_c_checkpoints_marks_killed_and_prints_the_resume_command(self):
+        self._stop_and_resume(signal.SIGINT)
+
+    def test_sigterm_stops_like_ctrl_c(self):
+        self._stop_and_resume(signal.SIGTERM)
+
+    def _stop_and_resume(self, sig):
         with TempWorkdir() as work:
             proc = self.start(work)
             state = self.wait_for_epoch(work, proc, 1)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             _, err = proc.communicate(timeout=120)
             self.assertEqual(proc.returncode, 130, err[-2000:])
             self.assertIn("marked KILLED", err)
@@ -144,8 +152,9 @@ class DivergenceTest(tf.test.TestCase):
         with TempWorkdir() as work:
             result = subprocess.run(
                 [SCRIPT, "train", "--config", str(REPO / "pipelines/gaussian_1d.toml"),
-                 "--set", "epochs=3", "--set", "train.d_learning_rate=1e30",
-                 "--set", "train.g_learning_rate=1e30", "--set", "eval.every_epochs=0"],
+                 # data far outside float16's range: D's loss is NaN at the first step
+                 "--set", "epochs=3", "--set", "data.mean=1e6",
+                 "--set", "train.precision=mixed_float16", "--set", "eval.every_epochs=0"],
                 cwd=work.path, capture_output=True, text=True, timeout=300)
             self.assertEqual(result.returncode, 1, result.stderr[-2000:])
             last = result.stderr.strip().splitlines()[-1]
@@ -193,7 +202,6 @@ class MoreFaultsTest(tf.test.TestCase):
     def test_unreachable_tracking_server_fails_before_training(self):
         with TempWorkdir() as work:
             env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
-            started = time.time()
             result = subprocess.run([SCRIPT, "train", "--config",
                                      str(REPO / "pipelines/gaussian_1d.toml")],
                                     cwd=work.path, env=env, capture_output=True, text=True,
@@ -201,7 +209,6 @@ class MoreFaultsTest(tf.test.TestCase):
             self.assertEqual(result.returncode, 2, result.stderr[-2000:])
             self.assertIn("MLflow tracking server http://127.0.0.1:9 is unreachable",
                           result.stderr.strip().splitlines()[-1])
-            self.assertLess(time.time() - started, 120)
             self.assertFalse((work.path / "checkpoints").exists())
 
     def test_full_disk_while_checkpointing_is_a_clear_error(self):
@@ -249,8 +256,8 @@ class ResumeDetailsTest(tf.test.TestCase):
             # at the epoch-1 checkpoint (the previous one is kept).
             folder = work.path / "checkpoints" / "gaussian_1d"
             state = checkpoints.read_state(folder)
-            older = sorted(p.stem for p in folder.glob("ckpt-*.index"))[0]
-            state.update(epoch=1, checkpoint=older)
+            older = sorted(folder.rglob("ckpt-*.index"), key=lambda p: int(p.stem[5:]))[0]
+            state.update(epoch=1, checkpoint=str(older.relative_to(folder).with_suffix("")))
             (folder / "state.json").write_text(__import__("json").dumps(state))
             train(tiny_1d("epochs=3"), verbose=0, resume=True)
             self.assertEqual(metric_steps(work.uri, run_id), [1, 2, 3])
@@ -264,9 +271,90 @@ class ResumeDetailsTest(tf.test.TestCase):
             # As if killed after epoch 2: point the state back at the epoch-2 checkpoint.
             folder = work.path / "checkpoints" / "resumed"
             state = checkpoints.read_state(folder)
-            older = sorted(folder.glob("ckpt-*.index"), key=lambda p: int(p.stem[5:]))[0].stem
-            state.update(epoch=2, checkpoint=older)
+            older = sorted(folder.rglob("ckpt-*.index"), key=lambda p: int(p.stem[5:]))[0]
+            state.update(epoch=2, checkpoint=str(older.relative_to(folder).with_suffix("")))
             (folder / "state.json").write_text(__import__("json").dumps(state))
             resumed = train(tiny_1d(*cosine, "name=resumed"), verbose=0, resume=True)
+            for a, b in zip(straight.gan.variables, resumed.gan.variables):
+                self.assertAllClose(a, b, rtol=1e-5, atol=1e-6, msg=a.path)
+
+
+@pytest.mark.integration
+class RunOwnershipTest(tf.test.TestCase):
+    """Checkpoints belong to one run; one process at a time writes a folder."""
+
+    def test_a_new_run_never_takes_over_another_runs_checkpoints(self):
+        with TempWorkdir() as work:
+            first = train(tiny_1d("epochs=1"), verbose=0)
+            folder = work.path / "checkpoints" / "gaussian_1d"
+            first_files = sorted(p.name for p in (folder / first.run_id).iterdir())
+            # a fresh run with another architecture reaches the same step number
+            second = train(tiny_1d("epochs=1", "model.g_hidden=8"), verbose=0)
+            state = checkpoints.read_state(folder)
+            self.assertEqual(state["run_id"], second.run_id)
+            self.assertTrue(state["checkpoint"].startswith(second.run_id + "/"))
+            self.assertEqual(sorted(p.name for p in (folder / first.run_id).iterdir()),
+                             first_files, "the first run's files are left as they were")
+            third = train(tiny_1d("epochs=2", "model.g_hidden=8"), verbose=0, resume=True)
+            self.assertEqual(third.run_id, second.run_id)
+            self.assertEqual(metric_steps(work.uri, second.run_id), [1, 2])
+
+    def test_a_second_process_on_the_folder_gets_one_line(self):
+        with TempWorkdir() as work:
+            folder = work.path / "checkpoints" / "gaussian_1d"
+            with checkpoints.exclusive(folder):
+                with self.assertRaisesRegex(UserError, r"checkpoints/gaussian_1d is in use by "
+                                                       r"another gan-pipeline process \(pid "
+                                                       rf"{os.getpid()}\)"):
+                    train(tiny_1d("epochs=1"), verbose=0)
+            train(tiny_1d("epochs=1"), verbose=0)  # free again once the holder let go
+
+    def test_a_run_left_running_by_a_killed_process_is_marked_killed(self):
+        with TempWorkdir() as work:
+            first = train(tiny_1d("epochs=1"), verbose=0)
+            client = mlflow.MlflowClient(work.uri)
+            client.update_run(first.run_id, status="RUNNING")  # as after kill -9
+            train(tiny_1d("epochs=1"), verbose=0)
+            self.assertEqual(client.get_run(first.run_id).info.status, "KILLED")
+
+    def test_a_trained_run_whose_end_of_run_logging_was_cut_finishes_without_retraining(self):
+        with TempWorkdir() as work:
+            cfg = tiny_1d("epochs=1", "tracking.log_model=true")
+            from unittest import mock
+
+            from gan_pipeline import tracking
+            with mock.patch.object(tracking, "log_generator", side_effect=KeyboardInterrupt):
+                with self.assertRaises(KeyboardInterrupt):
+                    train(cfg, verbose=0)
+            client = mlflow.MlflowClient(work.uri)
+            (run,) = client.search_runs([client.get_experiment_by_name("gaussian_1d")
+                                         .experiment_id])
+            self.assertNotEqual(run.info.status, "FINISHED")
+            done = train(cfg, verbose=0, resume=True)
+            self.assertEqual(done.run_id, run.info.run_id)
+            self.assertEqual(int(done.gan.d_optimizer.iterations), 256 // 32, "not retrained")
+            self.assertEqual(client.get_run(run.info.run_id).info.status, "FINISHED")
+            self.assertIn("generator_model_uri", client.get_run(run.info.run_id).data.tags)
+            self.assertEqual(metric_steps(work.uri, run.info.run_id), [1])
+
+
+@pytest.mark.integration
+class MidEpochResumeTest(tf.test.TestCase):
+    def test_a_mid_epoch_checkpoint_continues_exactly_at_its_step(self):
+        with TempWorkdir() as work:
+            sets = ("epochs=2", "train.steps_per_epoch=8")
+            straight = train(tiny_1d(*sets, "name=straight"), verbose=0)
+            cut = tiny_1d(*sets, "name=cut", "tracking.checkpoint_every_steps=3")
+            train(cut, verbose=0)
+            # As if killed at epoch 2, step 6: point the state at that mid-epoch checkpoint
+            # (ckpt-14 after 8 + 6 D steps; the run keeps its last two).
+            folder = work.path / "checkpoints" / "cut"
+            mid = sorted(folder.rglob("ckpt-*.index"), key=lambda p: int(p.stem[5:]))[0]
+            self.assertEqual(mid.stem, "ckpt-14")
+            state = checkpoints.read_state(folder)
+            state.update(epoch=1, step=6, checkpoint=str(mid.relative_to(folder).with_suffix("")))
+            (folder / "state.json").write_text(__import__("json").dumps(state))
+            resumed = train(cut, verbose=0, resume=True)
+            self.assertEqual(int(resumed.gan.d_optimizer.iterations), 16, "2 steps were left")
             for a, b in zip(straight.gan.variables, resumed.gan.variables):
                 self.assertAllClose(a, b, rtol=1e-5, atol=1e-6, msg=a.path)

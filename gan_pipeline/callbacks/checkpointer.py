@@ -1,6 +1,7 @@
 """``Checkpointer``: an exact checkpoint after every completed epoch (and every ``every_steps``
-steps inside one), and where an interruption stopped. A checkpoint is written only when every
-weight is finite; the last good one stays otherwise (see ``gan_pipeline.checkpoints``)."""
+steps inside one), and where an interruption stopped, with the batches of the epoch that ran,
+so that a resume continues at that very step. A checkpoint is written only when every weight is
+finite; the last good one stays otherwise (see ``gan_pipeline.checkpoints``)."""
 
 from __future__ import annotations
 
@@ -19,15 +20,17 @@ class Checkpointer(keras.callbacks.Callback):
         super().__init__()
         self.record, self.directory = record, directory
         self.base_state, self.every_steps = base_state, every_steps
+        self.step = 0  # batches of the epoch in progress that have run
 
     def on_train_batch_end(self, batch, logs=None):
-        # Mid-epoch checkpoints keep the optimizer steps done so far; resuming from one redoes
-        # the epoch's data from its start (only epoch-end checkpoints continue bit-exactly).
+        # A mid-epoch checkpoint records the batches of the epoch done so far ("step"): a resume
+        # skips them in the data stream and continues exactly there.
+        step = self.step = self.record.step_offset + batch + 1
         last = batch + 1 == self.params.get("steps")
-        if self.every_steps and (batch + 1) % self.every_steps == 0 and not last \
+        if self.every_steps and step % self.every_steps == 0 and not last \
                 and self.record.reason is None:
             checkpoints.save(self.directory, self.model,
-                             {**self.base_state, "epoch": self.record.epoch, "step": batch + 1,
+                             {**self.base_state, "epoch": self.record.epoch, "step": step,
                               "train_seconds": self.record.train_seconds})
 
     def on_epoch_end(self, epoch, logs=None):
@@ -37,8 +40,10 @@ class Checkpointer(keras.callbacks.Callback):
             self.record.stop(self.model, "diverged",
                              f"weights became non-finite in epoch {epoch + 1}")
             return
-        # An epoch cut short is saved as not done: resuming redoes it from its first batch,
-        # starting from the weights it had reached.
+        # An epoch cut short (Ctrl-C) is saved with the batches it ran: a resume continues
+        # exactly there.
+        cut = {} if self.record.completed == epoch + 1 or not self.step else {"step": self.step}
         checkpoints.save(self.directory, self.model,
-                         {**self.base_state, "epoch": self.record.completed,
+                         {**self.base_state, "epoch": self.record.completed, **cut,
                           "train_seconds": self.record.train_seconds})
+        self.step = 0

@@ -47,8 +47,9 @@ class RunControl(keras.callbacks.Callback):
         for key in ("d_loss", "g_loss"):
             value = float((logs or {}).get(key, 0.0))
             if not np.isfinite(value):
+                step = self.record.step_offset + batch + 1
                 self.record.stop(self.model, "diverged", f"{key} became {value} at epoch "
-                                 f"{self.record.epoch + 1}, step {batch + 1}")
+                                 f"{self.record.epoch + 1}, step {step}")
                 return
         if batch + 1 == self.params.get("steps"):
             self.record.completed = self.record.epoch + 1

@@ -59,7 +59,7 @@ class EpochLogger(keras.callbacks.Callback):
             self.record.history.setdefault(key, []).append(value)
 
     def on_train_end(self, logs=None):
-        if self.record.completed != self.params.get("epochs"):
+        if self.record.completed != (self.record.epochs or self.params.get("epochs")):
             return
         if self.record.history:
             fig = visualize.loss_figure(self.record.history, title=self.title)

@@ -22,7 +22,7 @@ class QualityCheck(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         step = epoch + 1
-        last = step == self.params.get("epochs")
+        last = step == (self.record.epochs or self.params.get("epochs"))
         due = step % self.every == 0 or last
         if not due or not self.record.epoch_complete(epoch) or step in self.record.eval_steps:
             return

@@ -17,6 +17,8 @@ class RunRecord:
 
     completed: int = 0
     epoch: int = 0  # the epoch in progress (0-based)
+    epochs: int = 0  # the run's length in epochs
+    step_offset: int = 0  # batches of the epoch in progress done before this fit (a resume)
     reason: str | None = None
     detail: str = ""
     train_seconds: float = 0.0

@@ -176,6 +176,9 @@ def read_toml(path: Path) -> dict[str, Any]:
 def load(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a pipeline file, apply its profile and the ``--set`` overrides, and validate."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {str(path)!r} is a folder; give a pipeline file, e.g. "
+                        "pipelines/mnist_dcgan.toml")
     if not path.is_file():
         shipped = sorted(p.name for p in Path("pipelines").glob("*.toml"))
         hint = f" Shipped pipelines: {', '.join(shipped)}." if shipped else ""

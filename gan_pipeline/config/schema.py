@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,8 @@ class Field:
     choices: Callable[[], list] | None = None
     lengths: tuple[int, ...] | None = None  # lists: the allowed lengths (None: any non-empty)
     nonempty: bool = False  # strings
+    pattern: str = ""  # strings: a regular expression the whole value must match
+    pattern_help: str = ""
     help: str = ""
 
     def describe(self) -> str:
@@ -69,6 +72,8 @@ class Field:
             return self._check_list(key, value)
         if t is str and self.nonempty and not value.strip():
             raise UserError(f"{key} = {value!r} is not valid: expected a non-empty string")
+        if t is str and self.pattern and not re.fullmatch(self.pattern, value):
+            raise UserError(f"{key} = {value!r} is not valid: expected {self.pattern_help}")
         if t is float and not math.isfinite(value):
             raise UserError(f"{key} = {value!r} is not valid: expected a finite number"
                             + (f" ({self.describe()})" if self.min is not None else ""))
@@ -132,7 +137,9 @@ def _families() -> list[str]:
 WIDTH_MAX = 65_536  # layer widths and filter counts: beyond this a model cannot fit in memory
 
 SCHEMA: dict[str, Any] = {
-    "name": Field(str, "gan", nonempty=True,
+    "name": Field(str, "gan", nonempty=True, pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}",
+                  pattern_help="letters, digits, '.', '_' or '-' (it names a folder and an "
+                               "MLflow experiment), starting with a letter or digit, at most 100",
                   help="pipeline name; also the default MLflow experiment"),
     "seed": Field(int, 42, min=0, max=SEED_MAX, help="seeds weights, data order and noise"),
     "epochs": Field(int, 10, min=1, max=1_000_000),
@@ -161,8 +168,8 @@ SCHEMA: dict[str, Any] = {
                           help="R1 penalty weight on D's input gradient at real data (0 = off)"),
         "d_steps": Field(int, 1, min=1, max=100, help="discriminator updates per batch"),
         "g_steps": Field(int, 1, min=1, max=100, help="generator updates per batch"),
-        "d_learning_rate": Field(float, 2e-4, min=0, min_exclusive=True),
-        "g_learning_rate": Field(float, 2e-4, min=0, min_exclusive=True),
+        "d_learning_rate": Field(float, 2e-4, min=0, max=1, min_exclusive=True),
+        "g_learning_rate": Field(float, 2e-4, min=0, max=1, min_exclusive=True),
         "lr_schedule": Field(str, "constant", choices=lambda: list(SCHEDULES),
                              help="cosine: each learning rate decays to 0 over the run's steps"),
         "beta_1": Field(float, 0.5, min=0, max=0.9999),

@@ -107,6 +107,7 @@ class ImageSource(DataSource):
     def __init__(self, settings: Section, seed: int = 0):
         super().__init__(settings, seed)
         self._classifier = None
+        self._reference_images: np.ndarray | None = None
         self._reference: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- what the evaluation needs; see gan_pipeline.evaluation.classifier ---------------------
@@ -121,7 +122,12 @@ class ImageSource(DataSource):
         raise NotImplementedError
 
     def reference_images(self) -> np.ndarray:
-        """The real images generated ones are compared with (e.g. the test split)."""
+        """The real images generated ones are compared with (e.g. the test split), read once."""
+        if self._reference_images is None:
+            self._reference_images = self.read_reference_images()
+        return self._reference_images
+
+    def read_reference_images(self) -> np.ndarray:
         raise NotImplementedError
 
     def floor_images(self, n: int, seed: int) -> np.ndarray:

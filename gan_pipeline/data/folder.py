@@ -45,10 +45,11 @@ def _cache_root() -> Path:
 
 
 def list_files(root: Path) -> tuple[list[Path], int]:
-    """The image files under ``root`` (sorted, recursive) and how many other files there are."""
+    """The image files under ``root`` (sorted, recursive, hidden ones left out) and how many other
+    files there are."""
     images, others = [], 0
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # no .ipynb_checkpoints etc.
         for name in sorted(files):
             if name.startswith("."):
                 continue
@@ -164,6 +165,8 @@ class ImageFolder(ImageSource):
 
     def _decode_all(self, files: list[Path]):
         decoded, names, skipped = [], [], []
+        size = tuple(self.settings.image_size) or None  # else the first image's
+        resized = 0
         bar = keras.utils.Progbar(len(files), unit_name="file") if len(files) > 1000 else None
         if bar is not None:
             print(f"Decoding {len(files)} images under {self.root} (once; cached)", flush=True)
@@ -171,29 +174,24 @@ class ImageFolder(ImageSource):
             rel = str(path.relative_to(self.root))
             try:
                 image = _decode(path)
+                if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4) or not min(image.shape[:2]):
+                    raise ValueError(f"unexpected image shape {image.shape}")
             except (tf.errors.OpError, OSError, ValueError):
                 skipped.append(rel)
             else:
-                if image.ndim == 3 and image.shape[-1] in (1, 2, 3, 4) and min(image.shape[:2]):
-                    decoded.append(image)
-                    names.append(rel)
-                else:
-                    skipped.append(rel)
+                size = size or tuple(image.shape[:2])
+                if image.shape[:2] != size:  # at once: only images of the final size are kept
+                    image = _resize(image, size)
+                    resized += 1
+                decoded.append(image)
+                names.append(rel)
             if bar is not None:
                 bar.update(i + 1)
         if not decoded:
             raise UserError(f"data.path = {self.settings.path!r}: none of its {len(files)} image "
                             f"files could be decoded (e.g. {', '.join(skipped[:SHOW_SKIPPED])})")
         channels = self.settings.channels or (1 if all(map(_is_gray, decoded)) else 3)
-        size = tuple(self.settings.image_size) or tuple(decoded[0].shape[:2])
-        resized = 0
-        images = np.empty((len(decoded), *size, channels), np.uint8)
-        for i, image in enumerate(decoded):
-            image = _to_channels(image, channels)
-            if image.shape[:2] != size:
-                image = _resize(image, size)
-                resized += 1
-            images[i] = image
+        images = np.stack([_to_channels(image, channels) for image in decoded])
         class_names, labels = self._labels(names)
         meta = {"files": names, "skipped": skipped, "resized": resized,
                 "class_names": class_names}
@@ -275,7 +273,7 @@ class ImageFolder(ImageSource):
         return {"train": rotated(train), "test": rotated(test), "classes": names,
                 "task": "rotation (the folder has no labels)", "data_dir": str(self.root)}
 
-    def reference_images(self) -> np.ndarray:
+    def read_reference_images(self) -> np.ndarray:
         return self._normalised(self._halves()[1])
 
     def floor_images(self, n: int, seed: int) -> np.ndarray:

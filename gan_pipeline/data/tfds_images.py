@@ -174,7 +174,7 @@ class TFDSImages(ImageSource):
                             f"against (it has {', '.join(splits.keys())}); turn training-time "
                             "evaluation off with --set eval.every_epochs=0")
 
-    def reference_images(self) -> np.ndarray:
+    def read_reference_images(self) -> np.ndarray:
         self._check_test_split()
         return self._images("test")
 

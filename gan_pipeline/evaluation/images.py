@@ -24,12 +24,13 @@ class ImageEvaluator:
     def __init__(self, source, n: int, seed: int = 0, collapse_max_share: float = 0.5):
         self.source, self.n, self.seed = source, n, seed
         self.collapse_max_share = collapse_max_share
+        reference = len(source.reference_images())
+        if reference < MIN_REFERENCE:  # before any classifier is trained for nothing
+            raise UserError(f"{source.label} has {reference} reference images to evaluate "
+                            f"against; the evaluation needs at least {MIN_REFERENCE} (more data, "
+                            "or --set eval.every_epochs=0 to train without it)")
         self.classifier = source.classifier()
         self.real_features, self.real_probs = source.reference_features()
-        if len(self.real_features) < MIN_REFERENCE:
-            raise UserError(f"{source.label} has {len(self.real_features)} reference images to "
-                            f"evaluate against; the evaluation needs at least {MIN_REFERENCE} "
-                            "(more data, or --set eval.every_epochs=0 to train without it)")
         # Class shares mean something only when the classifier learnt the data's classes.
         self.has_classes = source.class_names is not None
 

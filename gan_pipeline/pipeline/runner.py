@@ -125,8 +125,10 @@ class Pipeline:
         self.parent_id = parent.info.run_id
         print(f"Pipeline {cfg.name!r} (profile {cfg.profile}): stages "
               f"{' -> '.join(selected)}; MLflow parent run {self.parent_id} "
-              f"(experiment {experiment!r}, {mlflow.get_tracking_uri()})", flush=True)
-        self.client.log_dict(self.parent_id, cfg.to_dict(), "pipeline_config.json")
+              f"(experiment {experiment!r}, {tracking.redact(mlflow.get_tracking_uri())})",
+              flush=True)
+        self.client.log_dict(self.parent_id, tracking.redacted_config(cfg.to_dict()),
+                             "pipeline_config.json")
         started = time.perf_counter()
         status = "FAILED"
         try:

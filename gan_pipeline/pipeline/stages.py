@@ -66,9 +66,11 @@ def run_prepare(pipeline, cfg, key: str, upstream: dict):
     source = pipeline.source
     with pipeline.start("prepare", key) as run:
         profile, dataset = source.profile()
-        mlflow.log_input(dataset, context="training",
-                         tags={"version": str(profile.get("version", "")),
-                               "splits": json.dumps(profile.get("splits", {}))})
+        tags = {"version": str(profile.get("version", "")),
+                "splits": json.dumps(profile.get("splits", {}))}
+        if "skipped" in profile:  # a folder: files that could not be decoded
+            tags["skipped_files"] = str(profile["skipped"])
+        mlflow.log_input(dataset, context="training", tags=tags)
         mlflow.log_params({f"data.{k}": v for k, v in cfg.data.items()})
         mlflow.log_dict(profile, "dataset.json")
         figures = {"examples": profile["examples"]}
@@ -129,7 +131,7 @@ def run_train(pipeline, cfg, key: str, upstream: dict):
         state = checkpoints.read_state(directory)
     except UserError:
         state = None
-    if state and state["epoch"] < cfg.epochs:
+    if state:  # an unfinished run continues: training, or only its end-of-run logging
         try:
             resume = pipeline.client.get_run(state["run_id"]).info.status != "FINISHED"
         except mlflow.exceptions.MlflowException:
@@ -156,8 +158,10 @@ def run_evaluate(pipeline, cfg, key: str, upstream: dict):
                                           cfg.eval.collapse_max_share)
         result = evaluation.report(judge, generator, train_id)
         mlflow.log_param("train_run_id", train_id)
-    for run_id in (run.info.run_id, train_id):  # the train run carries its figures too
-        tracking.log_evaluation(run_id, result)
+        # The train run carries the figures too. Logged while this stage's run is open: if it
+        # is cut short, this run (not the FINISHED train run) fails, and the next `run` redoes it.
+        for run_id in (train_id, run.info.run_id):
+            tracking.log_evaluation(run_id, result)
     figures = {judge.objective: result["figures"][judge.objective]}
     figures.update({k: result["figures"][k] for k in HEADLINE_EXTRAS if k in result["figures"]})
     return run.info.run_id, "ran", figures

@@ -1,0 +1,36 @@
+"""`make bench` keeps running to the end for every shipped pipeline (behaviour only, not timed)."""
+
+import contextlib
+import importlib.util
+import io
+import sys
+from unittest import mock
+
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tests.helpers import REPO
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench", REPO / "bench" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.integration
+class BenchTest(tf.test.TestCase):
+    def test_every_shipped_pipeline_gets_a_row(self):
+        bench = load_bench()
+        shipped = {p.name for p in (REPO / "pipelines").glob("*.toml")}
+        self.assertEqual(set(bench.PIPELINES.values()), shipped, "the bench times every file")
+        argv = ["bench.py", "--batch-size", "16", "--steps", "2", "--repeats", "1", "--no-memory"]
+        out = io.StringIO()
+        with tfds.testing.mock_data(num_examples=64), mock.patch.object(sys, "argv", argv), \
+                contextlib.redirect_stdout(out):
+            self.assertEqual(bench.main(), 0)
+        table = [line for line in out.getvalue().splitlines() if line.startswith("| ")]
+        self.assertEqual(sorted(row.split(" | ")[0][2:] for row in table[2:]),
+                         sorted(bench.PIPELINES))
