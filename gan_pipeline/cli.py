@@ -21,6 +21,8 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # MLflow probes git; not an error here
     # Stages read small artifacts of earlier runs; a progress bar per read is noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow prints a run's URL as it ends, credentials and all; ours says it without them.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # MLflow announces its SQLite schema migrations at INFO on every new store; keep warnings.
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,6 +1,7 @@
 """Runs survive interruption: checkpoints continue exactly, into the same MLflow run, after
 SIGKILL or Ctrl-C; a diverging run stops within a step and says what to change."""
 
+import json
 import os
 import signal
 import subprocess
@@ -358,3 +359,66 @@ class MidEpochResumeTest(tf.test.TestCase):
             self.assertEqual(int(resumed.gan.d_optimizer.iterations), 16, "2 steps were left")
             for a, b in zip(straight.gan.variables, resumed.gan.variables):
                 self.assertAllClose(a, b, rtol=1e-5, atol=1e-6, msg=a.path)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.process
+class StoreTest(tf.test.TestCase):
+    def test_two_processes_creating_a_fresh_sqlite_store_both_succeed(self):
+        with TempWorkdir() as work:
+            code = ("import sys; from gan_pipeline import tracking; "
+                    "tracking.configure(sys.argv[1]); print('ok')")
+            procs = [subprocess.Popen([sys.executable, "-c", code, work.uri],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2)]
+            for proc in procs:
+                out, err = proc.communicate(timeout=300)
+                self.assertEqual(proc.returncode, 0, err[-2000:])
+                self.assertIn("ok", out)
+            self.assertEqual(mlflow.MlflowClient(work.uri).search_experiments()[0].name,
+                             "Default")
+
+    def test_a_password_in_the_tracking_uri_is_never_written_anywhere(self):
+        with TempWorkdir() as work:
+            port = _free_port()
+            server = subprocess.Popen(
+                [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+                 "--port", str(port), "--backend-store-uri", work.uri,
+                 "--default-artifact-root", str(work.path / "artifacts")],
+                cwd=work.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                import requests
+
+                for _ in range(120):
+                    try:
+                        if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                            break
+                    except requests.RequestException:
+                        time.sleep(0.5)
+                env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://alice:s3cret@127.0.0.1:{port}"}
+                result = subprocess.run([SCRIPT, "train", "--config",
+                                         str(REPO / "pipelines/gaussian_1d.toml"),
+                                         "--set", "epochs=1", "--set", "data.num_examples=256",
+                                         "--set", "tracking.log_model=false"],
+                                        cwd=work.path, env=env, capture_output=True, text=True,
+                                        timeout=600)
+                self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+                self.assertNotIn("s3cret", result.stdout + result.stderr)
+                self.assertIn("http://***@127.0.0.1", result.stdout)
+                for path in work.path.rglob("*"):
+                    if path.is_file() and path.suffix in (".json", ".db", ".yaml", ".txt"):
+                        self.assertNotIn(b"s3cret", path.read_bytes(), path)
+                (run,) = mlflow.MlflowClient(work.uri).search_runs(
+                    [mlflow.MlflowClient(work.uri).get_experiment_by_name("gaussian_1d")
+                     .experiment_id])
+                self.assertNotIn("s3cret", json.dumps(run.data.params))
+            finally:
+                server.terminate()
+                server.wait(timeout=60)
