@@ -20,6 +20,15 @@ TINY = {
 }
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def real_tfds_dir(test) -> str:
     """A TFDS data dir holding prepared MNIST ($TFDS_DATA_DIR, else ../shared/data/tfds);
     skips ``test`` when there is none."""

@@ -31,6 +31,7 @@ class BenchTest(tf.test.TestCase):
         with tfds.testing.mock_data(num_examples=64), mock.patch.object(sys, "argv", argv), \
                 contextlib.redirect_stdout(out):
             self.assertEqual(bench.main(), 0)
-        table = [line for line in out.getvalue().splitlines() if line.startswith("| ")]
-        self.assertEqual(sorted(row.split(" | ")[0][2:] for row in table[2:]),
-                         sorted(bench.PIPELINES))
+        table = [line for line in out.getvalue().splitlines() if line.startswith("|")]
+        self.assertTrue(table[0].startswith("| model |") and table[1].startswith("|---"), table)
+        rows = [row.split(" | ")[0].removeprefix("| ") for row in table[2:]]
+        self.assertEqual(sorted(rows), sorted(bench.PIPELINES))

@@ -15,7 +15,6 @@ from PIL import Image
 
 from gan_pipeline import config, data
 from gan_pipeline.data import folder as folder_mod
-from gan_pipeline.errors import UserError
 from gan_pipeline.pipeline.runner import Pipeline
 from tests.helpers import REPO, TINY, TempWorkdir
 from tests.test_cli import only_run, run_cli, tiny_overrides
@@ -230,7 +229,7 @@ class FolderTrainingTest(tf.test.TestCase):
     def test_the_pipeline_profiles_tunes_and_registers_a_folder(self):
         with TempWorkdir() as work:
             root = messy(work.path / "messy")
-            sets = [f"data.dataset=folder", f"data.path={root}", "batch_size=8", "epochs=1",
+            sets = ["data.dataset=folder", f"data.path={root}", "batch_size=8", "epochs=1",
                     "train.steps_per_epoch=2", "eval.n_samples=100", "eval.final_n_samples=100",
                     "tune.n_samples=100", "tune.max_trials=1", "tune.epochs=1",
                     "tune.steps_per_epoch=2", "tune.tuner=random", "tracking.grid_size=4",

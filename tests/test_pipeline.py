@@ -1,11 +1,9 @@
 """`gan-pipeline run`: stages as nested MLflow runs, Keras Tuner trials judged by quality, reuse
 of finished stages, registration with a champion alias, and searches that resume."""
 
-import json
 import os
 import subprocess
 import sys
-import socket
 from pathlib import Path
 
 import keras_tuner as kt
@@ -15,7 +13,7 @@ import tensorflow as tf
 
 from gan_pipeline import config, tracking, tuning
 from gan_pipeline.pipeline.runner import Pipeline
-from tests.helpers import REPO, TINY, TempWorkdir
+from tests.helpers import REPO, TINY, TempWorkdir, free_port
 
 SCRIPT = str(Path(sys.executable).parent / "gan-pipeline")
 
@@ -243,12 +241,6 @@ class TuningTest(tf.test.TestCase):
         self.assertIsInstance(values["train.d_steps"], int)
         self.assertBetween(values["model.g_hidden"], 8, 64)
         self.assertBetween(values["train.beta_1"], 0.1, 0.9)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.process

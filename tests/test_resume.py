@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pytest
 import tensorflow as tf
 
 from gan_pipeline import checkpoints, config
 from gan_pipeline.errors import UserError
 from gan_pipeline.run import train
-from tests.helpers import REPO, TINY, TempWorkdir
+from tests.helpers import REPO, TINY, TempWorkdir, free_port
 
 SCRIPT = str(Path(sys.executable).parent / "gan-pipeline")
 
@@ -361,14 +360,6 @@ class MidEpochResumeTest(tf.test.TestCase):
                 self.assertAllClose(a, b, rtol=1e-5, atol=1e-6, msg=a.path)
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.process
 class StoreTest(tf.test.TestCase):
     def test_two_processes_creating_a_fresh_sqlite_store_both_succeed(self):
@@ -387,7 +378,7 @@ class StoreTest(tf.test.TestCase):
 
     def test_a_password_in_the_tracking_uri_is_never_written_anywhere(self):
         with TempWorkdir() as work:
-            port = _free_port()
+            port = free_port()
             server = subprocess.Popen(
                 [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
                  "--port", str(port), "--backend-store-uri", work.uri,
