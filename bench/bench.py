@@ -6,6 +6,7 @@ several repeats of:
       then `gan.train_on_batch` on a stacked model whose discriminator is frozen;
   (b) a keras.io-style subclassed `train_step`: two tapes, fresh noise, default compile settings;
   (c) `gan_pipeline.gan.GAN.train_step` built from the pipeline file, as `make pipeline` trains it.
+Conditional pipelines (mnist_cgan) have no tutorial counterpart here: their row times (c) alone.
 It also times the input pipeline alone and the share of a training step spent waiting for input,
 and measures the peak resident memory of a real MNIST DCGAN training run.
 """
@@ -13,6 +14,7 @@ and measures the peak resident memory of a real MNIST DCGAN training run.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import resource
@@ -29,15 +31,23 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from gan_pipeline import config, data, families  # noqa: E402
-from gan_pipeline.factory import build_gan, resolved_precision  # noqa: E402
+from gan_pipeline.factory import gan_for, resolved_precision  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-PIPELINES = {"dcgan": "mnist_dcgan.toml", "mlp": "mnist_mlp.toml", "gaussian_1d": "gaussian_1d.toml"}
+PIPELINES = {"dcgan": "mnist_dcgan.toml", "mlp": "mnist_mlp.toml", "gaussian_1d": "gaussian_1d.toml",
+             "cgan": "mnist_cgan.toml"}
 
 
 def load_cfg(name: str, batch_size: int, sets: list[str] = ()):
     return config.load(REPO / "pipelines" / PIPELINES[name],
                        [f"batch_size={batch_size}", "eval.every_epochs=0", *sets])
+
+
+def fmt(value: float, spec: str = ".0f") -> str:
+    """A rate (``spec`` "/s": samples a second) or ratio; "n/a" where a loop was not timed."""
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.0f}/s" if spec == "/s" else format(value, spec)
 
 
 def timed(fn, steps: int, repeats: int) -> float:
@@ -173,7 +183,7 @@ def peak_rss_of_training() -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="dcgan,mlp,gaussian_1d")
+    parser.add_argument("--models", default=",".join(PIPELINES))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30, help="steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=3)
@@ -193,22 +203,23 @@ def main() -> int:
         cfg = load_cfg(name, args.batch_size)
         keras.utils.set_random_seed(0)
         source = data.open_source(cfg)
-        batches = source.batches(cfg.batch_size)
+        conditional = families.get(cfg.model.name).conditional
+        batches = source.batches(cfg.batch_size, labels=conditional)
         stream = batches.repeat()
         shape = tuple(source.shape)
-        real = np.concatenate([b.numpy() for b in batches.take(40)])
         # (c) as the pipeline builds it, with a learning-rate schedule spanning the timed steps
         run_length = (args.repeats + 1) * args.steps
 
         def ours(c):
-            return build_gan(c, shape, total_batches=run_length)
+            return gan_for(c, source, total_batches=run_length)
 
-        per_step = {
-            "a": timed(tutorial_loop(cfg, real), args.steps, args.repeats),
-            "b": timed_fit(keras_io(cfg, shape), stream, args.steps, args.repeats),
-            "c": timed_fit(ours(cfg), stream, args.steps, args.repeats),
-            "input": timed(input_only(stream), args.steps * 4, args.repeats),
-        }
+        per_step = {"a": float("nan"), "b": float("nan")}
+        if not conditional:  # the tutorial loops are unconditional
+            real = np.concatenate([b.numpy() for b in batches.take(40)])
+            per_step["a"] = timed(tutorial_loop(cfg, real), args.steps, args.repeats)
+            per_step["b"] = timed_fit(keras_io(cfg, shape), stream, args.steps, args.repeats)
+        per_step["c"] = timed_fit(ours(cfg), stream, args.steps, args.repeats)
+        per_step["input"] = timed(input_only(stream), args.steps * 4, args.repeats)
         # The same step fed from one cached batch: what the step costs without any input work.
         fixed = tf.data.Dataset.from_tensors(next(iter(batches))).repeat()
         per_step["c_no_input"] = timed_fit(ours(cfg), fixed, args.steps, args.repeats)
@@ -219,24 +230,23 @@ def main() -> int:
         wait = max(0.0, 1 - per_step["c_no_input"] / per_step["c"])
         resolved = resolved_precision(cfg)
         rows.append((name, rate, wait, resolved))
-        print(f"{name}: a {rate['a']:.0f}, b {rate['b']:.0f}, c {rate['c']:.0f} samples/s "
-              f"({resolved}); "
-              f"c/a {rate['c'] / rate['a']:.2f}, c/b {rate['c'] / rate['b']:.2f}; input "
-              f"{rate['input']:.0f} samples/s; waiting for input {wait:.1%}", flush=True)
+        print(f"{name}: a {fmt(rate['a'])}, b {fmt(rate['b'])}, c {fmt(rate['c'])} samples/s "
+              f"({resolved}); c/a {fmt(rate['c'] / rate['a'], '.2f')}, "
+              f"c/b {fmt(rate['c'] / rate['b'], '.2f')}; input {fmt(rate['input'])} samples/s; "
+              f"waiting for input {wait:.1%}", flush=True)
         for variant in args.variant:
             r = rate[f"c[{variant}]"]
-            print(f"{name}: c with {variant}: {r:.0f} samples/s; c/a {r / rate['a']:.2f}, "
-                  f"c/b {r / rate['b']:.2f}", flush=True)
+            print(f"{name}: c with {variant}: {fmt(r)} samples/s; "
+                  f"c/a {fmt(r / rate['a'], '.2f')}, c/b {fmt(r / rate['b'], '.2f')}", flush=True)
 
     print()
     print("| model | (a) tutorial loop | (b) keras.io train_step | (c) gan-pipeline | c/a | c/b "
           "| input pipeline alone | step share waiting for input |")
     print("|---|---|---|---|---|---|---|---|")
     for name, rate, wait, resolved in rows:
-        print(f"| {name} | {rate['a']:.0f}/s | {rate['b']:.0f}/s | {rate['c']:.0f}/s ({resolved})"
-              " | "
-              f"{rate['c'] / rate['a']:.2f} | {rate['c'] / rate['b']:.2f} | "
-              f"{rate['input']:.0f}/s | {wait:.1%} |")
+        print(f"| {name} | {fmt(rate['a'], '/s')} | {fmt(rate['b'], '/s')} | "
+              f"{fmt(rate['c'], '/s')} ({resolved}) | {fmt(rate['c'] / rate['a'], '.2f')} | "
+              f"{fmt(rate['c'] / rate['b'], '.2f')} | {fmt(rate['input'], '/s')} | {wait:.1%} |")
     if not args.no_memory:
         print(f"\npeak resident memory of an MNIST DCGAN training run: "
               f"{peak_rss_of_training():.2f} GB")

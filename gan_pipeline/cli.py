@@ -55,6 +55,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=100, help="number of samples (default 100)")
     s.add_argument("--out", required=True, help="a .npy file (all samples) or .png (a picture)")
     s.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    s.add_argument("--label", default=None,
+                   help="conditional generators: the class to make, by index or name "
+                        "(default: the samples spread evenly over the classes, a .png shows "
+                        "one row per class)")
     s.add_argument("--tracking-uri", default="",
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then ./mlflow.db)")
     e = sub.add_parser("evaluate", help="quality figures of a trained generator, as JSON")
@@ -97,11 +101,18 @@ def run_sample(args) -> None:
 
     sampling.check_out(args.out)
     generator = sampling.load_generator(args.model, args.tracking_uri)
-    samples = sampling.sample(generator, args.n, seed=args.seed)
-    kind = kinds.KINDS[kinds.spec_of(generator)["kind"]]
-    out = sampling.write(samples, args.out, kind)
-    print(f"Wrote {out}: {samples.shape[0]} samples of shape {samples.shape[1:]}, float32, "
-          f"range [{samples.min():.3f}, {samples.max():.3f}]")
+    samples, labels = sampling.sample_with_labels(generator, args.n, seed=args.seed,
+                                                  label=args.label)
+    spec = kinds.spec_of(generator)
+    out = sampling.write(samples, args.out, kinds.KINDS[spec["kind"]], labels,
+                         spec["class_names"])
+    made = ""
+    if labels is not None:
+        names = spec["class_names"]
+        made = (f" of class {names[int(labels[0, 0])]!r}" if args.label is not None
+                else f" spread over {len(names)} classes")
+    print(f"Wrote {out}: {samples.shape[0]} samples{made} of shape {samples.shape[1:]}, "
+          f"float32, range [{samples.min():.3f}, {samples.max():.3f}]")
 
 
 def _evaluation_config(args, generator, run_id: str | None):

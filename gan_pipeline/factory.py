@@ -9,6 +9,7 @@ import contextlib
 import keras
 
 from gan_pipeline import distribute, families, kinds, losses
+from gan_pipeline.errors import UserError
 from gan_pipeline.gan import GAN
 
 
@@ -31,25 +32,38 @@ def resolved_precision(cfg) -> str:
 
 
 def build_gan(cfg, shape: tuple[int, ...], total_batches: int = 0,
-              data_spec: dict | None = None) -> GAN:
+              data_spec: dict | None = None, class_names: list[str] | None = None,
+              class_shares: list[float] | None = None) -> GAN:
     """The compiled GAN ``cfg`` describes, for samples of ``shape``.
 
     ``total_batches`` is the length of the run in batches: with ``train.lr_schedule = "cosine"``
     each learning rate decays to 0 over it (over ``d_steps``/``g_steps`` times as many optimizer
     steps). The optimizers' step counts are checkpointed, so a resumed run continues the decay.
-    ``data_spec`` (the data settings) is saved inside the generator for ``evaluate``.
+    ``data_spec`` (the data settings) is saved inside the generator for ``evaluate``. A
+    conditional family needs the data's ``class_names`` (saved in the generator's spec) and,
+    with ``train.fake_labels = "data"``, its ``class_shares``.
     """
     family = families.get(cfg.model.name)
     t = cfg.train
     policy = resolved_precision(cfg)
+    classes = list(class_names or []) if family.conditional else []
+    if family.conditional and not classes:
+        raise UserError(f"model.name = {family.name!r} is conditional and needs labelled data; "
+                        f"data.dataset = {cfg.data.dataset!r} has no labels")
+    label_probs = None
+    if classes and t.fake_labels == "data":
+        if class_shares is None:
+            raise ValueError("train.fake_labels = 'data' needs the data's class shares")
+        label_probs = list(class_shares)
     with dtype_policy(policy):
-        generator, discriminator = family.build(shape, **cfg.hyperparameters())
+        generator, discriminator = family.build(shape, len(classes), **cfg.hyperparameters())
         generator = kinds.attach_spec(generator, noise=family.noise, kind=family.kind.name,
                                       family=family.name,
                                       data=data_spec if data_spec is not None else
-                                      cfg.data.to_dict())
+                                      cfg.data.to_dict(), class_names=classes or None)
         gan = GAN(generator, discriminator, noise=family.noise, seed=cfg.seed,
                   ema_decay=t.ema_decay, track_moments=family.kind.track_moments,
+                  num_classes=len(classes), label_probs=label_probs,
                   name=f"{family.name}_gan")
 
     def adam(learning_rate, steps_per_batch):
@@ -72,3 +86,15 @@ def build_gan(cfg, shape: tuple[int, ...], total_batches: int = 0,
         jit_compile=distribute.jit_compile(t.jit_compile),
     )
     return gan
+
+
+def gan_for(cfg, source, total_batches: int = 0) -> GAN:
+    """``build_gan`` for the data ``source``: its sample shape, its settings (saved in the
+    generator) and, for a conditional family, its classes (and their shares when fake labels
+    follow the data)."""
+    conditional = families.get(cfg.model.name).conditional
+    classes = source.require_labels(f"model.name = {cfg.model.name!r} (a conditional "
+                                    "family)") if conditional else None
+    shares = source.class_shares() if conditional and cfg.train.fake_labels == "data" else None
+    return build_gan(cfg, source.shape, total_batches=total_batches, data_spec=source.spec(),
+                     class_names=classes, class_shares=shares)

@@ -16,6 +16,11 @@ class Fit:
                  stop_on_collapse: bool = False, title: str = ""):
         self.gan, self.source, self.cfg, self.record = gan, source, cfg, record
         grid = cfg.tracking.grid_size
+        labels = class_names = None
+        if gan.conditional:  # one row per class, as many columns as the grid size allows
+            class_names = source.class_names
+            grid = max(1, grid // gan.num_classes) * gan.num_classes
+            labels = sampling.spread_labels(grid, gan.num_classes)
         # the batch pictured every epoch: the same seed gives the same batch
         noise = sampling.noise((grid, *gan.latent_shape), gan.noise, cfg.seed)
         self.control = RunControl(record)
@@ -23,7 +28,8 @@ class Fit:
         if evaluator is not None and every:
             self.callbacks.append(QualityCheck(record, evaluator, every, stop_on_collapse))
         self.logger = EpochLogger(record, families.get(cfg.model.name).kind, noise,
-                                  source.real_samples(grid, cfg.seed), title=title or cfg.name)
+                                  source.real_samples(grid, cfg.seed), title=title or cfg.name,
+                                  fixed_labels=labels, class_names=class_names)
         self.callbacks.append(self.logger)
 
     def run(self, epochs: int, steps: int, initial_epoch: int = 0, verbose: int | str = 1,
@@ -33,7 +39,7 @@ class Fit:
         before (a mid-epoch checkpoint): the rest of that epoch runs first, on its own."""
         callbacks = [*self.callbacks, *extra]
         self.record.epochs = epochs
-        batches = self.source.batches(self.cfg.batch_size).repeat()
+        batches = self.source.batches(self.cfg.batch_size, labels=self.gan.conditional).repeat()
 
         def fit(first: int, last: int, skip: int, per_epoch: int):
             # The data stream continues where the checkpoint left it: same seed, same order.

@@ -5,6 +5,10 @@ per batch. Each update runs under its own ``tf.GradientTape`` and applies gradie
 network's trainable weights, so there is no ``discriminator.trainable = False`` juggling: the
 generator step simply never hands D's weights to an optimizer. What is minimised comes from the
 loss object and penalties given to ``compile`` (``gan_pipeline.losses``).
+
+A conditional GAN (``num_classes`` > 0) trains on ``(images, labels)`` batches: D judges each
+real image with its own label and each fake with the label it was generated for, drawn
+uniformly over the classes or by ``label_probs`` (the data's class shares).
 """
 
 from __future__ import annotations
@@ -31,10 +35,14 @@ class GAN(keras.Model):
             ``min(ema_decay, (1 + t) / (10 + t))``). ``sampler`` is the network to sample from.
         track_moments: also report the mean and std of the generated batch each step (the
             1-D GAN, whose samples are values).
+        num_classes: > 0 for a conditional GAN, whose networks take ``[z, label]`` and
+            ``[x, label]`` (integer labels of shape ``(batch, 1)``).
+        label_probs: the class shares fake labels are drawn by (None: uniform).
     """
 
     def __init__(self, generator, discriminator, noise: str = "normal", seed: int | None = None,
-                 ema_decay: float = 0.0, track_moments: bool = False, **kwargs):
+                 ema_decay: float = 0.0, track_moments: bool = False, num_classes: int = 0,
+                 label_probs: list[float] | None = None, **kwargs):
         super().__init__(**kwargs)
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
@@ -42,7 +50,12 @@ class GAN(keras.Model):
         self.discriminator = discriminator
         self.noise = noise
         self.seed = seed
-        self.latent_shape = tuple(generator.input_shape[1:])
+        self.latent_shape = tuple(generator.inputs[0].shape[1:])
+        self.num_classes = int(num_classes)
+        if label_probs is not None and len(label_probs) != self.num_classes:
+            raise ValueError(f"label_probs has {len(label_probs)} shares for "
+                             f"{self.num_classes} classes")
+        self.label_probs = [float(p) for p in label_probs] if label_probs is not None else None
         self.ema_decay = float(ema_decay)
         self.ema_generator = None
         if self.ema_decay > 0:
@@ -75,14 +88,34 @@ class GAN(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    def _replica_seed(self):
+        """A stateless seed for this step. Under tf.distribute every replica shares the
+        SeedGenerator's state: the replica id is folded in, or all would draw the same."""
+        seed = self.seed_generator.next()
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            seed = seed + ops.cast(ops.stack([0, replica.replica_id_in_sync_group]), seed.dtype)
+        return seed
+
+    def sample_labels(self, batch_size):
+        """Class labels ``(batch, 1)`` int32 for fake samples."""
+        seed = self._replica_seed()
+        if self.label_probs is None:
+            return tf.random.stateless_uniform((batch_size, 1), seed, 0, self.num_classes,
+                                               dtype=tf.int32)
+        logits = tf.math.log(tf.constant([self.label_probs], tf.float32))
+        drawn = tf.random.stateless_categorical(logits, batch_size, seed, dtype=tf.int32)
+        return tf.reshape(drawn, (-1, 1))
+
     def sample_noise(self, batch_size):
         shape = (batch_size, *self.latent_shape)
         replica = tf.distribute.get_replica_context()
         if replica is not None and replica.num_replicas_in_sync > 1:
-            # Under tf.distribute every replica shares the SeedGenerator's state: fold the
-            # replica id into the step's seed, or all replicas would draw the same noise.
-            seed = self.seed_generator.next()
-            seed = seed + ops.cast(ops.stack([0, replica.replica_id_in_sync_group]), seed.dtype)
+            seed = self._replica_seed()
             if self.noise == "uniform":
                 return tf.random.stateless_uniform(shape, seed, 0.0, 1.0)
             return tf.random.stateless_normal(shape, seed)
@@ -95,14 +128,27 @@ class GAN(keras.Model):
         """The generator to sample from: the EMA copy when enabled, else the trained one."""
         return self.ema_generator if self.ema_generator is not None else self.generator
 
-    def call(self, z, training=False):
+    def call(self, inputs, training=False):
+        """``inputs``: z, or ``[z, labels]`` for a conditional GAN."""
         if training:
-            return self.generator(z, training=True)
-        return self.sampler(z, training=False)
+            return self.generator(inputs, training=True)
+        return self.sampler(inputs, training=False)
+
+    def generator_inputs(self, batch_size, labels=None):
+        """Fresh noise (and, conditional, ``labels`` or fresh ones) for ``batch_size``."""
+        z = self.sample_noise(batch_size)
+        if not self.conditional:
+            return z
+        return [z, self.sample_labels(batch_size) if labels is None else labels]
 
     def generate(self, batch_size):
-        """``batch_size`` fresh samples from the model's own noise stream."""
-        return self.sampler(self.sample_noise(batch_size), training=False)
+        """``batch_size`` fresh samples from the model's own noise (and label) stream."""
+        return self.sampler(self.generator_inputs(batch_size), training=False)
+
+    def judge(self, samples, labels, training=True):
+        """D's logits for ``samples`` (with their ``labels`` when conditional)."""
+        return self.discriminator([samples, labels] if self.conditional else samples,
+                                  training=training)
 
     def update_ema(self):
         step = ops.cast(self.ema_step, "float32")
@@ -111,18 +157,22 @@ class GAN(keras.Model):
             average.assign(decay * average + (1.0 - decay) * ops.cast(weight, average.dtype))
         self.ema_step.assign_add(1)
 
-    def discriminator_step(self, real):
-        """One D update on ``real`` and a fresh fake batch; only D's weights change. Returns D's
-        loss (penalties included) and the ``DiscriminatorPass`` (logits) it was computed from."""
+    def discriminator_step(self, real, labels=None):
+        """One D update on ``real`` (with its ``labels``, conditional) and a fresh fake batch;
+        only D's weights change. Returns D's loss (penalties included) and the
+        ``DiscriminatorPass`` (logits) it was computed from."""
         real = ops.convert_to_tensor(real)
-        fake = self.generator(self.sample_noise(ops.shape(real)[0]), training=True)
+        labels = None if labels is None else ops.convert_to_tensor(labels)
+        inputs = self.generator_inputs(ops.shape(real)[0])
+        fake_labels = inputs[1] if self.conditional else None
+        fake = self.generator(inputs, training=True)
         with tf.GradientTape() as tape:
             # The input tape only records; D's input gradient is computed (and traced) only
             # when a penalty asks for it (R1), so it costs nothing otherwise.
             with tf.GradientTape() as input_tape:
                 input_tape.watch(real)
-                real_logits = self.discriminator(real, training=True)
-            fake_logits = self.discriminator(fake, training=True)
+                real_logits = self.judge(real, labels)
+            fake_logits = self.judge(fake, fake_labels)
             step = losses.DiscriminatorPass(self.discriminator, real, fake, real_logits,
                                             fake_logits, input_tape)
             d_loss = self.loss_fn.discriminator(real_logits, fake_logits)
@@ -136,21 +186,30 @@ class GAN(keras.Model):
 
     def generator_step(self, batch_size):
         """One G update through a frozen-by-construction D; only G's weights change."""
-        z = self.sample_noise(batch_size)
+        inputs = self.generator_inputs(batch_size)
         with tf.GradientTape() as tape:
-            generated = self.generator(z, training=True)
-            g_loss = self.loss_fn.generator(self.discriminator(generated, training=True))
+            generated = self.generator(inputs, training=True)
+            g_loss = self.loss_fn.generator(
+                self.judge(generated, inputs[1] if self.conditional else None))
             scaled = self.g_optimizer.scale_loss(distribute.scale_loss(g_loss))
         grads = tape.gradient(scaled, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
         return g_loss, generated
 
-    def train_step(self, real):
-        if isinstance(real, (tuple, list)):  # tolerate (x, y) datasets; labels are unused
-            real = real[0]
-        # D first, d_steps times, on this batch and fresh fakes ...
+    def unpack(self, data):
+        """``(real, labels)`` of a batch: images alone, or ``(images, labels)``."""
+        real, labels = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
+        if not self.conditional:
+            return real, None  # (x, y) datasets are fine; the labels go unused
+        if labels is None:
+            raise ValueError("a conditional GAN trains on (images, labels) batches")
+        return real, ops.reshape(ops.cast(labels, "int32"), (-1, 1))
+
+    def train_step(self, data):
+        real, labels = self.unpack(data)
+        # D first, d_steps times, on this batch (with its labels) and fresh fakes ...
         for _ in range(self.d_steps):
-            d_loss, d_pass = self.discriminator_step(real)
+            d_loss, d_pass = self.discriminator_step(real, labels)
         # ... then G, g_steps times, against the updated D ...
         for _ in range(self.g_steps):
             g_loss, generated = self.generator_step(ops.shape(real)[0])
@@ -179,6 +238,8 @@ class GAN(keras.Model):
             "seed": self.seed,
             "ema_decay": self.ema_decay,
             "track_moments": self.track_moments,
+            "num_classes": self.num_classes,
+            "label_probs": self.label_probs,
         }
 
     @classmethod

@@ -37,8 +37,13 @@ class Kind:
     _report: Callable = field(repr=False, default=None)
 
     def picture(self, samples: np.ndarray, title: str = "",
-                real: np.ndarray | None = None, noise: np.ndarray | None = None) -> np.ndarray:
-        """One uint8 RGB picture of ``samples`` (beside ``real`` and ``noise`` where it helps)."""
+                real: np.ndarray | None = None, noise: np.ndarray | None = None,
+                labels: np.ndarray | None = None,
+                class_names: list[str] | None = None) -> np.ndarray:
+        """One uint8 RGB picture of ``samples`` (beside ``real`` and ``noise`` where it helps;
+        with the ``labels`` they were generated for, one row per class)."""
+        if labels is not None and class_names:
+            return visualize.class_rows(samples, labels, class_names, title)
         return self._picture(samples, title, real, noise)
 
     def summary(self, samples: np.ndarray) -> dict[str, float]:
@@ -87,17 +92,19 @@ class GeneratorSpec(keras.layers.Layer):
 
     ``noise``: the distribution of z (``"normal"`` N(0, 1) or ``"uniform"`` U(0, 1));
     ``kind``: ``"images"`` or ``"vectors"``; ``family``: the family that built the generator;
-    ``data``: the data settings it was trained on (what ``evaluate`` compares it with).
+    ``data``: the data settings it was trained on (what ``evaluate`` compares it with);
+    ``class_names``: a conditional generator's classes, in label order (None otherwise).
     """
 
     def __init__(self, noise: str = "normal", kind: str = "images", family: str = "",
-                 data: dict | None = None, **kwargs):
+                 data: dict | None = None, class_names: list[str] | None = None, **kwargs):
         kwargs["dtype"] = "float32"  # samples stay float32 under any mixed policy
         super().__init__(**kwargs)
         if noise not in NOISES or kind not in KINDS:
             raise ValueError(f"GeneratorSpec: noise {noise!r} or kind {kind!r} is unknown")
         self.noise, self.kind, self.family = noise, kind, family
         self.data = dict(data or {})
+        self.class_names = [str(c) for c in class_names] if class_names else None
 
     def call(self, x):
         return x
@@ -107,7 +114,7 @@ class GeneratorSpec(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "noise": self.noise, "kind": self.kind,
-                "family": self.family, "data": self.data}
+                "family": self.family, "data": self.data, "class_names": self.class_names}
 
 
 def attach_spec(generator: keras.Model, **spec: Any) -> keras.Model:
@@ -128,14 +135,14 @@ def spec_of(generator: keras.Model, what: str = "the model") -> dict[str, Any]:
     for layer in generator.layers:
         if isinstance(layer, GeneratorSpec):
             return {"noise": layer.noise, "kind": layer.kind, "family": layer.family,
-                    "data": dict(layer.data)}
+                    "data": dict(layer.data), "class_names": layer.class_names}
     name = getattr(generator, "name", "")
     if name.endswith("_generator") and len(generator.inputs) == 1:
         vectors = len(generator.output_shape) == 2
         data = {"dataset": "gaussian_1d", "n_points": generator.output_shape[1]} if vectors else {}
         return {"noise": "uniform" if name in _LEGACY_UNIFORM else "normal",
                 "kind": "vectors" if vectors else "images",
-                "family": name.removesuffix("_generator"), "data": data}
+                "family": name.removesuffix("_generator"), "data": data, "class_names": None}
     raise UserError(f"{what} is not a gan-pipeline generator: it has no GeneratorSpec layer "
                     f"(a Keras model named {name!r} with inputs {generator.input_shape}); "
                     "give a generator logged by `gan-pipeline train` (its run id, "

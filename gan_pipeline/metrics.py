@@ -132,3 +132,26 @@ def gaussian_fit(samples: np.ndarray, mean: float, std: float) -> dict[str, floa
         "abs_std_error": float(abs(x.std() - std)),
         "ks": float(ks), "wasserstein1": float(w1), "n_points": int(len(x)),
     }
+
+
+def label_accuracy(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[float, list]:
+    """How often the classifier's predicted class is the label a sample was made for: overall,
+    and per class (None for a class no sample was made for)."""
+    predicted = np.argmax(probs, axis=1)
+    labels = np.asarray(labels).reshape(-1)
+    per_class = [float(np.mean(predicted[labels == c] == c)) if np.any(labels == c) else None
+                 for c in range(num_classes)]
+    return float(np.mean(predicted == labels)), per_class
+
+
+def intra_class_frechet(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray,
+                        fake_labels: np.ndarray, num_classes: int, min_count: int = 2) -> list:
+    """Per class, the Frechet distance between the real and the generated features of that
+    class (None where either side has fewer than ``min_count`` samples)."""
+    real_labels = np.asarray(real_labels).reshape(-1)
+    fake_labels = np.asarray(fake_labels).reshape(-1)
+    out = []
+    for c in range(num_classes):
+        a, b = real[real_labels == c], fake[fake_labels == c]
+        out.append(frechet_distance(a, b) if min(len(a), len(b)) >= min_count else None)
+    return out

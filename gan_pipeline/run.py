@@ -19,7 +19,7 @@ import tensorflow as tf
 from gan_pipeline import checkpoints, config, data, distribute, tracking
 from gan_pipeline.callbacks import Checkpointer, RunRecord
 from gan_pipeline.errors import UserError
-from gan_pipeline.factory import build_gan, resolved_precision
+from gan_pipeline.factory import gan_for, resolved_precision
 from gan_pipeline.fitting import Fit, steps_per_epoch
 from gan_pipeline.gan import GAN
 
@@ -163,8 +163,7 @@ def _train(cfg, source, directory, verbose, resume, resume_command, parent_run_i
     steps = steps_per_epoch(cfg, source)
     strategy = distribute.strategy()
     with strategy.scope():
-        gan = build_gan(cfg, source.shape, total_batches=cfg.epochs * steps,
-                        data_spec=source.spec())
+        gan = gan_for(cfg, source, total_batches=cfg.epochs * steps)
     if state:
         checkpoints.restore(directory, gan, state)
         if cfg.train.lr_schedule == "constant":

@@ -1,7 +1,7 @@
 """Load a trained generator (``.keras`` file, MLflow run id or model URI) and draw samples.
 
-How to sample a generator (its noise) and what its samples are (images or vectors) come from
-its ``GeneratorSpec`` (``gan_pipeline.kinds.spec_of``).
+How to sample a generator (its noise, its classes if conditional) and what its samples are
+(images or vectors) come from its ``GeneratorSpec`` (``gan_pipeline.kinds.spec_of``).
 """
 
 from __future__ import annotations
@@ -92,14 +92,53 @@ def noise(shape: tuple[int, ...], kind: str, seed: int) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def sample(generator: keras.Model, n: int, seed: int = 0, batch_size: int = 500) -> np.ndarray:
-    """``n`` float32 samples; the same ``seed`` gives the same samples."""
+def spread_labels(n: int, num_classes: int) -> np.ndarray:
+    """``n`` labels ``(n, 1)`` int32 spread evenly over the classes, in class order (100 over
+    10 classes: ten 0s, then ten 1s, ...)."""
+    return ((np.arange(n) * num_classes) // n).astype(np.int32).reshape(-1, 1)
+
+
+def class_index(class_names: list[str], label: str | int) -> int:
+    """A ``--label`` (a class index or a class name) as the class index."""
+    text = str(label).strip()
+    if text in class_names:
+        return class_names.index(text)
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(class_names):
+        return int(text)
+    allowed = ", ".join(f"{i} ({name})" if name != str(i) else name
+                        for i, name in enumerate(class_names))
+    raise UserError(f"--label {text!r} is not one of this generator's classes; allowed: "
+                    f"{allowed}")
+
+
+def sample_with_labels(generator: keras.Model, n: int, seed: int = 0, label=None,
+                       batch_size: int = 500) -> tuple[np.ndarray, np.ndarray | None]:
+    """``n`` float32 samples and, for a conditional generator, the labels ``(n, 1)`` they were
+    made for: all ``label`` (an index or a class name), else spread evenly over the classes in
+    class order. The same ``seed`` gives the same samples."""
     if n < 1:
         raise UserError(f"--n {n} is not valid: expected a positive integer")
-    z = noise((n, *generator.input_shape[1:]), kinds.spec_of(generator)["noise"], seed)
-    out = [keras.ops.convert_to_numpy(generator(z[i:i + batch_size], training=False))
-           for i in range(0, n, batch_size)]
-    return np.concatenate(out).astype(np.float32)
+    spec = kinds.spec_of(generator)
+    classes = spec["class_names"]
+    if label is not None and not classes:
+        raise UserError("--label needs a conditional generator; this one was trained without "
+                        "labels (its samples come from noise alone)")
+    z = noise((n, *generator.inputs[0].shape[1:]), spec["noise"], seed)
+    labels = None
+    if classes:
+        labels = (np.full((n, 1), class_index(classes, label), np.int32) if label is not None
+                  else spread_labels(n, len(classes)))
+    out = []
+    for i in range(0, n, batch_size):
+        inputs = z[i:i + batch_size] if labels is None else [z[i:i + batch_size],
+                                                             labels[i:i + batch_size]]
+        out.append(keras.ops.convert_to_numpy(generator(inputs, training=False)))
+    return np.concatenate(out).astype(np.float32), labels
+
+
+def sample(generator: keras.Model, n: int, seed: int = 0, batch_size: int = 500) -> np.ndarray:
+    """``n`` float32 samples (a conditional generator's spread over its classes)."""
+    return sample_with_labels(generator, n, seed, batch_size=batch_size)[0]
 
 
 def check_out(out: str | Path) -> Path:
@@ -121,15 +160,19 @@ def check_out(out: str | Path) -> Path:
     return out
 
 
-def write(samples: np.ndarray, out: str | Path, kind: kinds.Kind) -> Path:
-    """Save samples to ``.npy`` (all of them) or ``.png`` (the kind's picture)."""
+def write(samples: np.ndarray, out: str | Path, kind: kinds.Kind, labels=None,
+          class_names: list[str] | None = None) -> Path:
+    """Save samples to ``.npy`` (all of them) or ``.png`` (the kind's picture: with the
+    ``labels`` they were made for, one row per class)."""
     out = check_out(out)
     try:
         if out.suffix == ".npy":
             np.save(out, samples)
         else:
             title = f"{len(samples)} generated {kind.name}"
-            Image.fromarray(kind.picture(samples[:MAX_GRID], title=title)).save(out)
+            shown = None if labels is None else labels[:MAX_GRID]
+            Image.fromarray(kind.picture(samples[:MAX_GRID], title=title, labels=shown,
+                                         class_names=class_names)).save(out)
     except OSError as exc:
         raise UserError(f"--out {str(out)!r}: cannot write there ({exc.strerror})") from None
     return out

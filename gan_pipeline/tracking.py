@@ -107,13 +107,17 @@ def check_reachable(uri: str) -> None:
 def log_generator(generator: keras.Model) -> str:
     """Log ``generator`` as an MLflow model (keras flavour) and as a ``.keras`` artifact.
 
-    Returns the MLflow model URI. The signature is z -> samples, float32; the pip requirements are
-    pinned to the running TensorFlow and Keras (the generator uses built-in layers only).
+    Returns the MLflow model URI. The signature is z -> samples, float32 (a conditional
+    generator's: z and label, int32, -> samples); the pip requirements are pinned to the running
+    TensorFlow and Keras (the generator uses built-in layers only).
     """
-    z_shape = (-1, *generator.input_shape[1:])
+    z_shape = (-1, *generator.inputs[0].shape[1:])
     out_shape = (-1, *generator.output_shape[1:])
+    inputs = [TensorSpec(np.dtype(np.float32), z_shape, "z")]
+    if len(generator.inputs) > 1:
+        inputs.append(TensorSpec(np.dtype(np.int32), (-1, 1), "label"))
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), z_shape, "z")]),
+        inputs=Schema(inputs),
         outputs=Schema([TensorSpec(np.dtype(np.float32), out_shape, "samples")]),
     )
     info = mlflow.keras.log_model(

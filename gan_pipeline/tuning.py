@@ -9,8 +9,9 @@ optimisation or Hyperband) and its budget, ``[tune.space.<section>]`` the ranges
 
 Each trial trains the GAN its hyperparameters describe for ``tune.epochs`` epochs (Hyperband: the
 epochs it asks for, continuing the weights of the trial it promotes) and is judged after every
-epoch by the evaluation's figure: the Frechet distance for images, the KS statistic for 1-D, both
-minimised. Every trial is a nested MLflow run (hyperparameters, curves, sample grids, objective).
+epoch by the evaluation's figure: by default the Frechet distance for images, the KS statistic
+for 1-D, both minimised; ``tune.objective`` picks another (label_accuracy, maximised, ...). Every
+trial is a nested MLflow run (hyperparameters, curves, sample grids, objective).
 Trials that diverge (non-finite loss) or collapse (one class takes over) stop at once and are
 marked FAILED, in Keras Tuner and in MLflow.
 
@@ -31,10 +32,10 @@ import keras
 import keras_tuner as kt
 import mlflow
 
-from gan_pipeline import checkpoints, data
+from gan_pipeline import checkpoints, data, evaluation
 from gan_pipeline.callbacks import RunRecord, TunerObjective
 from gan_pipeline.errors import UserError
-from gan_pipeline.factory import build_gan
+from gan_pipeline.factory import gan_for
 from gan_pipeline.fitting import Fit, steps_per_epoch
 
 
@@ -76,7 +77,8 @@ class GANHyperModel(kt.HyperModel):
         self.cfg, self.source, self.evaluator = cfg, source, evaluator
         self.parent_run_id = parent_run_id
         self.space = cfg.tune.space
-        self.objective = evaluator.objective
+        self.objective = cfg.tune.objective or evaluator.objective
+        self.direction = evaluation.DIRECTIONS[self.objective]
         self.trial = None  # the trial being run; set by the tuner (see ``_GANTunerMixin``)
 
     def steps_per_epoch(self, cfg) -> int:
@@ -92,9 +94,8 @@ class GANHyperModel(kt.HyperModel):
         keras.utils.set_random_seed(cfg.seed)
         # A learning-rate schedule spans the longest trial (Hyperband's shorter rungs stop
         # partway through its decay, as their continuation would).
-        gan = build_gan(cfg, self.source.shape,
-                        total_batches=cfg.tune.epochs * self.steps_per_epoch(cfg),
-                        data_spec=self.source.spec())
+        gan = gan_for(cfg, self.source,
+                      total_batches=cfg.tune.epochs * self.steps_per_epoch(cfg))
         # Built optimizers have variables, so a trial Hyperband continues gets back its Adam
         # moments and step counts with the weights (unbuilt ones would be skipped on load).
         gan.d_optimizer.build(gan.discriminator.trainable_variables)
@@ -128,7 +129,7 @@ class GANHyperModel(kt.HyperModel):
                 print(f"trial {trial_id} stopped early: {record.reason} ({record.detail})",
                       flush=True)
                 raise kt.errors.FailedTrialError(f"{record.reason}: {record.detail}")
-            best = min(history.history[self.objective])
+            best = (min if self.direction == "min" else max)(history.history[self.objective])
             mlflow.log_metric("objective", best)
             mlflow.set_tags({"trial_outcome": "completed", "objective": self.objective})
             print(f"trial {trial_id}: {self.objective} {best:.4g}", flush=True)
@@ -156,10 +157,10 @@ class Hyperband(_GANTunerMixin, kt.Hyperband):
 
 
 def make_tuner(cfg, hypermodel: GANHyperModel, directory: Path, project: str):
-    """The Keras Tuner ``tune.tuner`` names, minimising the quality figure; it reloads its state
+    """The Keras Tuner ``tune.tuner`` names, optimising the quality figure; it reloads its state
     from ``directory/project`` when that exists (a rerun continues the search)."""
     t = cfg.tune
-    objective = kt.Objective(hypermodel.objective, "min")
+    objective = kt.Objective(hypermodel.objective, hypermodel.direction)
     common = dict(hypermodel=hypermodel, objective=objective,
                   seed=cfg.seed, directory=str(directory), project_name=project,
                   overwrite=False, max_consecutive_failed_trials=t.max_failed_trials)
@@ -195,7 +196,7 @@ def search(cfg, directory: Path, project: str, parent_run_id: str, worker: bool 
                 raise
             print(f"search stopped: {cfg.tune.max_failed_trials} trials in a row failed "
                   "(tune.max_failed_trials)", flush=True)
-        return None if worker else summary(tuner, cfg, evaluator.objective)
+        return None if worker else summary(tuner, cfg, hypermodel.objective)
 
 
 def summary(tuner, cfg, objective: str) -> dict:

@@ -13,7 +13,6 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-
 def denormalize(x):
     """float [-1, 1] -> uint8 [0, 255] (numpy), for pictures."""
     return np.clip(np.round((np.asarray(x, dtype=np.float32) + 1.0) * 127.5), 0,
@@ -32,6 +31,37 @@ def image_grid(images, cols: int | None = None, pad: int = 2) -> np.ndarray:
         y, x = pad + r * (h + pad), pad + col * (w + pad)
         grid[y:y + h, x:x + w] = img if c == 3 else np.repeat(img[..., :1], 3, axis=-1)
     return grid
+
+
+def class_rows(images, labels, class_names: list[str], title: str = "") -> np.ndarray:
+    """A conditional generator's samples as one uint8 RGB picture with one row per class,
+    named on the left: row c holds the images generated for label c, in order."""
+    labels = np.asarray(labels).reshape(-1)
+    present = [c for c in range(len(class_names)) if np.any(labels == c)]
+    per_row = max(int(np.sum(labels == c)) for c in present)
+    blank = np.full_like(np.asarray(images[:1]), 1.0)  # white where a row is short
+    rows = []
+    for c in present:
+        row = np.asarray(images)[labels == c]
+        rows.append(np.concatenate([row, np.repeat(blank, per_row - len(row), axis=0)]))
+    grid = image_grid(np.concatenate(rows), cols=per_row)
+    # about 60 grid pixels an inch, plus room for the names and the title
+    fig, ax = plt.subplots(figsize=(1.5 + grid.shape[1] / 60, 0.6 + grid.shape[0] / 60))
+    ax.imshow(grid)
+    step = grid.shape[0] / len(present)
+    ax.set_yticks([step * (i + 0.5) for i in range(len(present))])
+    ax.set_yticklabels([str(class_names[c]) for c in present], fontsize=8)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for side in ("top", "right", "bottom", "left"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    try:
+        return figure_pixels(fig)
+    finally:
+        close(fig)
 
 
 def histogram_figure(series: dict[str, np.ndarray], title: str = ""):

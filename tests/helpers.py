@@ -18,6 +18,8 @@ TINY = {
     "mlp_bn": {"latent_dim": 8, "g_widths": [16, 16], "d_widths": [16, 16]},
     "gaussian_1d": {"g_hidden": 16, "d_hidden": 16},
 }
+TINY["cdcgan"] = {**TINY["dcgan"], "label_dim": 4}
+TINY["cmlp"] = {**TINY["mlp"], "label_dim": 4}
 
 
 def free_port() -> int:

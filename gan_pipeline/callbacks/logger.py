@@ -3,7 +3,8 @@
 Each completed epoch logs the epoch's logs as metrics (losses, D's outputs, the quality figures
 ``eval/*`` when evaluated) plus ``train_seconds``, and a picture of a FIXED noise batch with
 ``mlflow.log_image(key=..., step=epoch)``, so the UI's step slider shows the evolution (image
-GANs log ``samples``, 1-D GANs ``histogram`` and the moments of the fixed batch). At the end:
+GANs log ``samples``, one row per class for conditional ones, 1-D GANs ``histogram`` and the
+moments of the fixed batch). At the end:
 ``loss_curves.png`` and, when the run was evaluated, ``report.png``. Nothing is logged for an
 epoch that was cut short, nor twice for one logged before a kill that beat its checkpoint.
 """
@@ -20,10 +21,12 @@ from gan_pipeline.callbacks.record import RunRecord
 
 class EpochLogger(keras.callbacks.Callback):
     def __init__(self, record: RunRecord, kind: kinds.Kind, fixed_noise: np.ndarray,
-                 real_preview: np.ndarray, title: str = ""):
+                 real_preview: np.ndarray, title: str = "", fixed_labels: np.ndarray | None = None,
+                 class_names: list[str] | None = None):
         super().__init__()
         self.record, self.kind = record, kind
         self.fixed_noise, self.real_preview, self.title = fixed_noise, real_preview, title
+        self.fixed_labels, self.class_names = fixed_labels, class_names
         self.logged_up_to = 0
         self.last_samples: np.ndarray | None = None
 
@@ -45,12 +48,15 @@ class EpochLogger(keras.callbacks.Callback):
             return
         metrics = {k: float(v) for k, v in (logs or {}).items()}
         metrics["train_seconds"] = self.record.train_seconds
+        inputs = (self.fixed_noise if self.fixed_labels is None
+                  else [self.fixed_noise, self.fixed_labels])
         samples = keras.ops.convert_to_numpy(
-            self.model.sampler(self.fixed_noise, training=False)).astype(np.float32)
+            self.model.sampler(inputs, training=False)).astype(np.float32)
         self.last_samples = samples
         metrics.update(self.kind.summary(samples))
         picture = self.kind.picture(samples, title=f"{self.title} epoch {step}",
-                                    real=self.real_preview, noise=self.fixed_noise)
+                                    real=self.real_preview, noise=self.fixed_noise,
+                                    labels=self.fixed_labels, class_names=self.class_names)
         mlflow.log_image(picture, key=self.kind.picture_key, step=step)
         if self.record.collapse.startswith(f"epoch {step}:"):
             mlflow.set_tag("collapse_warning", self.record.collapse)

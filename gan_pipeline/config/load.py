@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from gan_pipeline import data, families
+from gan_pipeline import data, evaluation, families
 from gan_pipeline.config.schema import SCHEMA, SECTIONS, Config, Field, unknown_key
 from gan_pipeline.config.space import TUNABLE_SECTIONS, check_space
 from gan_pipeline.errors import UserError, closest
@@ -66,7 +66,8 @@ def validate(raw: dict[str, Any]) -> Config:
 
 
 def _check_kinds(cfg: dict) -> None:
-    """The family must make the kind of samples the data source holds."""
+    """The family must make the kind of samples the data source holds, and report the figure
+    the search optimises."""
     family = families.get(cfg["model"]["name"])
     source = data.source_class(cfg["data"]["dataset"])
     if family.kind.name != source.kind.name:
@@ -74,6 +75,8 @@ def _check_kinds(cfg: dict) -> None:
         raise UserError(f"model.name = {family.name!r} makes {family.kind.name} but "
                         f"data.dataset = {cfg['data']['dataset']!r} holds {source.kind.name}; "
                         f"for this dataset use one of {', '.join(map(repr, takes))}")
+    if cfg["tune"]["objective"]:
+        evaluation.check_objective(cfg["tune"]["objective"], family.kind, family.conditional)
 
 
 def with_values(cfg: Config, values: dict[str, Any]) -> Config:

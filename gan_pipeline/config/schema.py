@@ -128,6 +128,12 @@ def _losses() -> list[str]:
     return sorted(losses.LOSSES)
 
 
+def _objectives() -> list[str]:
+    from gan_pipeline import evaluation
+
+    return ["", *evaluation.DIRECTIONS]
+
+
 def _families() -> list[str]:
     from gan_pipeline import families
 
@@ -175,6 +181,9 @@ SCHEMA: dict[str, Any] = {
         "beta_1": Field(float, 0.5, min=0, max=0.9999),
         "beta_2": Field(float, 0.999, min=0, max=0.9999),
         "steps_per_epoch": Field(int, 0, min=0, max=100_000_000, help="0 = one pass over the data"),
+        "fake_labels": Field(str, "uniform", choices=lambda: ["uniform", "data"],
+                             help="conditional models: fake labels drawn uniformly over the "
+                                  "classes, or by the data's class shares"),
         "ema_decay": Field(float, 0.0, min=0, max=0.99999,
                            help="keep an EMA copy of G for sampling (0 = off, e.g. 0.999)"),
         "precision": Field(str, "auto", choices=lambda: list(PRECISIONS),
@@ -215,6 +224,9 @@ SCHEMA: dict[str, Any] = {
                                  help="0 = train.steps_per_epoch"),
         "n_samples": Field(int, 2000, min=100, max=1_000_000,
                            help="samples the trial objective is judged on"),
+        "objective": Field(str, "", choices=_objectives,
+                           help="the figure the search optimises (its direction is known); "
+                                "empty = the data's headline: frechet_distance, or ks for 1-D"),
         "hyperband_factor": Field(int, 3, min=2, max=100),
         "max_failed_trials": Field(int, 3, min=1, max=100_000,
                                    help="stop the search after this many failed trials in a row"),

@@ -27,8 +27,14 @@ def source_class(dataset: str) -> type[DataSource]:
 
 
 def open_source(cfg) -> DataSource:
-    """The training data a validated config asks for, opened (and checked) once."""
-    return source_class(cfg.data.dataset)(cfg.data, seed=cfg.seed)
+    """The training data a validated config asks for, opened (and checked) once: a
+    conditional family's data must have labels."""
+    from gan_pipeline import families  # (families import kinds, which data uses)
+
+    source = source_class(cfg.data.dataset)(cfg.data, seed=cfg.seed)
+    if families.get(cfg.model.name).conditional:
+        source.require_labels(f"model.name = {cfg.model.name!r} (a conditional family)")
+    return source
 
 
 __all__ = ["SOURCES", "DataSource", "Gaussian1D", "ImageFolder", "ImageSource", "TFDSImages",

@@ -51,7 +51,7 @@ class DataSource:
     def __init__(self, settings: Section, seed: int = 0):
         self.settings = settings
         self.seed = seed
-        self._cached: tf.data.Dataset | None = None
+        self._cached: dict[bool, tf.data.Dataset] = {}
 
     @property
     def label(self) -> str:
@@ -62,16 +62,36 @@ class DataSource:
         """The unbatched samples, normalised (images in [-1, 1])."""
         raise NotImplementedError
 
-    def batches(self, batch_size: int) -> tf.data.Dataset:
-        """Shuffled (by the seed), batched, prefetched training batches. The decoded samples
-        are cached once per source; each call starts its own shuffle, so the order of a fresh
-        call is the same for the same seed, whatever ran before it in this process."""
+    def labelled_examples(self) -> tf.data.Dataset:
+        """The unbatched ``(sample, label)`` pairs, labels int32 indices into ``class_names``
+        (sources with labels)."""
+        raise UserError(f"{self.label} has no labels")
+
+    def require_labels(self, what: str) -> list[str]:
+        """``class_names``, or a ``UserError`` saying that ``what`` needs labelled data."""
+        if not self.class_names or len(self.class_names) < 2:
+            raise UserError(f"{what} needs labelled data (at least two classes), but "
+                            f"{self.label} has no labels; use a labelled TFDS dataset (one with "
+                            "a 'label' feature) or a folder with one subfolder per class")
+        return list(self.class_names)
+
+    def class_shares(self) -> list[float]:
+        """Each class's share of the training samples, in label order."""
+        labels = np.concatenate([y.numpy() for _, y in self.labelled_examples().batch(10_000)])
+        counts = np.bincount(labels, minlength=len(self.class_names))
+        return [float(c) for c in counts / counts.sum()]
+
+    def batches(self, batch_size: int, labels: bool = False) -> tf.data.Dataset:
+        """Shuffled (by the seed), batched, prefetched training batches: samples, or
+        ``(samples, labels)`` with ``labels``. The decoded samples are cached once per source;
+        each call starts its own shuffle, so the order of a fresh call is the same for the same
+        seed, whatever ran before it in this process."""
         check_batch_size(batch_size, self.num_examples, self.label)
-        if self._cached is None:
-            ds = self.examples()
-            self._cached = ds.cache() if self.settings.cache else ds
-        ds = self._cached.shuffle(self.settings.shuffle_buffer, seed=self.seed,
-                                  reshuffle_each_iteration=True)
+        if labels not in self._cached:
+            ds = self.labelled_examples() if labels else self.examples()
+            self._cached[labels] = ds.cache() if self.settings.cache else ds
+        ds = self._cached[labels].shuffle(self.settings.shuffle_buffer, seed=self.seed,
+                                          reshuffle_each_iteration=True)
         return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     def real_samples(self, n: int, seed: int = 0) -> np.ndarray:
@@ -128,6 +148,10 @@ class ImageSource(DataSource):
         return self._reference_images
 
     def read_reference_images(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def reference_labels(self) -> np.ndarray:
+        """The labels of ``reference_images`` (labelled data), for per-class figures."""
         raise NotImplementedError
 
     def floor_images(self, n: int, seed: int) -> np.ndarray:

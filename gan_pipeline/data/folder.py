@@ -216,6 +216,17 @@ class ImageFolder(ImageSource):
         return tf.data.Dataset.from_tensor_slices(self.images).map(
             normalize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
+    def labelled_examples(self) -> tf.data.Dataset:
+        self.require_labels("labelled batches")
+        return tf.data.Dataset.from_tensor_slices((self.images, self.labels)).map(
+            lambda image, label: (normalize(image), label), num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True)
+
+    def class_shares(self) -> list[float]:
+        self.require_labels("class shares")
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return [float(c) for c in counts / counts.sum()]
+
     def real_samples(self, n: int, seed: int = 0) -> np.ndarray:
         return images_of(tf.data.Dataset.from_tensor_slices(self.images[:n]).map(normalize))
 
@@ -276,11 +287,22 @@ class ImageFolder(ImageSource):
     def read_reference_images(self) -> np.ndarray:
         return self._normalised(self._halves()[1])
 
-    def floor_images(self, n: int, seed: int) -> np.ndarray:
+    def reference_labels(self) -> np.ndarray:
+        self.require_labels("per-class figures")
+        return self.labels[self._halves()[1]].astype(np.int64)
+
+    def _floor_index(self, n: int, seed: int) -> np.ndarray:
         idx = self._halves()[0]
         if n < len(idx):
             idx = np.sort(np.random.default_rng(seed).choice(idx, n, replace=False))
-        return self._normalised(idx)
+        return idx
+
+    def floor_images(self, n: int, seed: int) -> np.ndarray:
+        return self._normalised(self._floor_index(n, seed))
+
+    def floor_labelled(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self._floor_index(n, seed)
+        return self._normalised(idx), self.labels[idx].astype(np.int64)
 
     def describe(self) -> dict[str, Any]:
         out = {"dataset": "folder", "path": str(self.root),

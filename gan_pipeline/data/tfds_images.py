@@ -116,6 +116,11 @@ class TFDSImages(ImageSource):
     def examples(self) -> tf.data.Dataset:
         return self._split(self.settings.split)
 
+    def labelled_examples(self) -> tf.data.Dataset:
+        self.require_labels("labelled batches")
+        return self._split(self.settings.split, supervised=True).map(
+            lambda image, label: (image, tf.cast(label, tf.int32)))
+
     def real_samples(self, n: int, seed: int = 0) -> np.ndarray:
         return images_of(self._split(self.settings.split).take(n))
 
@@ -178,8 +183,26 @@ class TFDSImages(ImageSource):
         self._check_test_split()
         return self._images("test")
 
+    def reference_labels(self) -> np.ndarray:
+        self._check_test_split()
+        if getattr(self, "_reference_labels", None) is None:
+            ds = self.builder.as_dataset(split="test", as_supervised=True, shuffle_files=False)
+            self._reference_labels = np.concatenate(
+                [y.numpy() for _, y in ds.batch(10_000)]).astype(np.int64)
+        return self._reference_labels
+
     def floor_images(self, n: int, seed: int) -> np.ndarray:
         return self._images("train", n, seed)
+
+    def floor_labelled(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``floor_images`` with their labels (the same draw)."""
+        pairs = list(self._split("train", supervised=True).batch(10_000))
+        images = np.concatenate([x.numpy() for x, _ in pairs])
+        labels = np.concatenate([y.numpy() for _, y in pairs]).astype(np.int64)
+        if n < len(images):
+            idx = np.random.default_rng(seed).choice(len(images), n, replace=False)
+            images, labels = images[idx], labels[idx]
+        return images, labels
 
     def evaluator(self, n: int, seed: int = 0, collapse_max_share: float = 0.5):
         self._check_test_split()

@@ -14,6 +14,26 @@ from __future__ import annotations
 from gan_pipeline import kinds
 from gan_pipeline.errors import UserError
 
+# Which way each figure is better: the tuner's objective (tune.objective) may be any of them.
+DIRECTIONS = {
+    **dict.fromkeys(("frechet_distance", "kid", "intra_fd", "intra_fd_worst", "ks",
+                     "wasserstein1", "abs_mean_error", "abs_std_error"), "min"),
+    **dict.fromkeys(("precision", "recall", "density", "coverage", "classifier_score",
+                     "label_accuracy", "label_accuracy_worst"), "max"),
+}
+VECTOR_FIGURES = ("ks", "wasserstein1", "abs_mean_error", "abs_std_error")
+CONDITIONAL_FIGURES = ("label_accuracy", "label_accuracy_worst", "intra_fd", "intra_fd_worst")
+
+
+def check_objective(name: str, kind: kinds.Kind, conditional: bool) -> None:
+    """A ``UserError`` when models of ``kind`` (``conditional`` or not) never report ``name``."""
+    vector = name in VECTOR_FIGURES
+    if vector != (kind.name == "vectors") or (name in CONDITIONAL_FIGURES and not conditional):
+        allowed = [f for f in DIRECTIONS if (f in VECTOR_FIGURES) == (kind.name == "vectors")
+                   and (conditional or f not in CONDITIONAL_FIGURES)]
+        raise UserError(f"tune.objective = {name!r} is not a figure this model reports; "
+                        f"allowed: {', '.join(allowed)} (empty: the data's headline figure)")
+
 
 def check_kind(generator, kind: kinds.Kind) -> None:
     """A ``UserError`` when ``generator`` does not make samples of ``kind``."""
@@ -26,5 +46,7 @@ def check_kind(generator, kind: kinds.Kind) -> None:
 def report(evaluator, generator, model: str) -> dict:
     """The full evaluation of ``generator`` (named ``model``) as one JSON-ready dict: the
     settings, the figures and the real-vs-real floor beside them."""
+    conditional = kinds.spec_of(generator)["class_names"] is not None
+    floor = evaluator.floor(labelled=True) if conditional else evaluator.floor()
     return {"model": model, "n": evaluator.n, "seed": evaluator.seed, **evaluator.describe(),
-            "figures": evaluator(generator), "real_vs_real_floor": evaluator.floor()}
+            "figures": evaluator(generator), "real_vs_real_floor": floor}

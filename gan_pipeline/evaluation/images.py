@@ -3,7 +3,11 @@
 Generated samples are compared with the source's reference images (TFDS: the test split):
 ``frechet_distance`` and ``kid`` use all of them; ``precision``/``recall`` and
 ``density``/``coverage`` use an equally sized random subset (the k-NN metrics assume equal
-counts). With classes, the predicted-class histogram shows mode collapse.
+counts). With classes, the predicted-class histogram shows mode collapse. A conditional
+generator's samples are spread evenly over its classes and also judged by label: the
+``label_accuracy`` (the classifier agrees with the class asked for; overall, per class and the
+worst class) and the intra-class Frechet distance (per class, against the reference images of
+that class; their mean and the worst class).
 """
 
 from __future__ import annotations
@@ -41,10 +45,18 @@ class ImageEvaluator:
             raise UserError(f"the generator makes {produced} samples but {self.source.label} "
                             f"images are {tuple(self.source.shape)}; name its data with --set "
                             "data.dataset=... (or --config)")
-        return self.evaluate(sampling.sample(generator, self.n, self.seed))
+        classes = kinds.spec_of(generator)["class_names"]
+        if classes is not None and classes != self.source.class_names:
+            raise UserError(f"the generator's classes {classes} are not those of "
+                            f"{self.source.label} ({self.source.class_names}); name its data "
+                            "with --set data.dataset=... (or --config)")
+        samples, labels = sampling.sample_with_labels(generator, self.n, self.seed)
+        return self.evaluate(samples, labels=labels)
 
-    def evaluate(self, samples: np.ndarray, manifold: bool = True) -> dict:
-        """Figures for ``samples`` (N, H, W, C) in [-1, 1] against the reference images."""
+    def evaluate(self, samples: np.ndarray, manifold: bool = True,
+                 labels: np.ndarray | None = None) -> dict:
+        """Figures for ``samples`` (N, H, W, C) in [-1, 1] against the reference images; with
+        the ``labels`` they were made for (or are of), the per-class figures too."""
         feats, probs = self.classifier.features(samples)
         kid, kid_se = metrics.kernel_inception_distance(self.real_features, feats, seed=self.seed)
         out = {"n": int(len(samples)),
@@ -56,6 +68,8 @@ class ImageEvaluator:
                         "class_min_share": float(hist.min()),
                         "class_max_share": float(hist.max()),
                         "class_histogram": [round(float(h), 5) for h in hist]})
+        if labels is not None and self.has_classes:
+            out.update(self.per_class(feats, probs, labels))
         if manifold:
             rng = np.random.default_rng(self.seed)
             idx = rng.choice(len(self.real_features), min(len(feats), len(self.real_features)),
@@ -64,6 +78,27 @@ class ImageEvaluator:
             k_pr, k_dc = min(3, len(real) - 1), min(5, len(real) - 1)
             out["precision"], out["recall"] = metrics.precision_recall(real, feats, k=k_pr)
             out["density"], out["coverage"] = metrics.density_coverage(real, feats, k=k_dc)
+        return out
+
+    def per_class(self, feats: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> dict:
+        """Label accuracy and intra-class Frechet distance of samples made for ``labels``."""
+        names = self.source.class_names
+        overall, accuracy = metrics.label_accuracy(probs, labels, len(names))
+        fds = metrics.intra_class_frechet(self.real_features, self.source.reference_labels(),
+                                          feats, labels, len(names))
+        judged = [c for c in range(len(names)) if accuracy[c] is not None]
+        worst_acc = min(judged, key=lambda c: accuracy[c])
+        measured = [c for c in range(len(names)) if fds[c] is not None]
+        out = {"label_accuracy": overall,
+               "label_accuracy_worst": accuracy[worst_acc],
+               "label_accuracy_worst_class": names[worst_acc],
+               "label_accuracy_per_class": {names[c]: round(accuracy[c], 5) for c in judged}}
+        if measured:
+            worst_fd = max(measured, key=lambda c: fds[c])
+            out.update({"intra_fd": float(np.mean([fds[c] for c in measured])),
+                        "intra_fd_worst": fds[worst_fd],
+                        "intra_fd_worst_class": names[worst_fd],
+                        "intra_fd_per_class": {names[c]: round(fds[c], 4) for c in measured}})
         return out
 
     def collapse(self, figures: dict) -> str | None:
@@ -77,13 +112,18 @@ class ImageEvaluator:
                 f"{self.classifier.class_names[top]!r} (limit {self.collapse_max_share:.0%}): "
                 "mode collapse")
 
-    def floor(self, n: int = 10_000) -> dict:
+    def floor(self, n: int = 10_000, labelled: bool = False) -> dict:
         """The same figures for real images outside the reference: what a perfect generator
-        would get. Cached beside the classifier."""
+        would get (``labelled``: with their true labels, for conditional generators). Cached
+        beside the classifier."""
         info = classifier_mod.read_info(self.classifier)
-        key = f"floor_n{n}_seed{self.seed}"
+        key = f"floor_n{n}_seed{self.seed}" + ("_labelled" if labelled else "")
         if key not in info:
-            info[key] = self.evaluate(self.source.floor_images(n, self.seed))
+            if labelled:
+                images, labels = self.source.floor_labelled(n, self.seed)
+                info[key] = self.evaluate(images, labels=labels)
+            else:
+                info[key] = self.evaluate(self.source.floor_images(n, self.seed))
             classifier_mod.write_info(self.classifier, info)
         return info[key]
 

@@ -4,7 +4,9 @@ A family is one ``Family`` object: its builder (``(shape, hp) -> (generator, dis
 its hyperparameters with their defaults (which become its ``model.*`` settings), the noise its
 generator takes, and the kind of samples it makes (``gan_pipeline.kinds``: how they are pictured,
 which data sources it fits). Generators map noise ``z`` to samples; discriminators output one
-logit per sample (no sigmoid).
+logit per sample (no sigmoid). A *conditional* family's networks also take an integer class
+label, shape ``(batch, 1)``: G maps ``[z, label]`` to a sample of that class, D judges
+``[x, label]``; its builder gets the number of classes as a fourth argument.
 
 To add a family: write a module beside these that defines its builder and ``FAMILIES``, and add
 the module to ``_MODULES`` below. Nothing else in the package changes.
@@ -31,6 +33,7 @@ class Family:
     noise: str = "normal"  # the distribution of z: "normal" N(0, 1) or "uniform" U(0, 1)
     kind: kinds.Kind = kinds.IMAGES
     summary: str = ""  # one line for the docs and error messages
+    conditional: bool = False  # G and D take the class label too (labelled data only)
 
     def fields(self):
         """The ``model.*`` settings of this family (typed and bounded from the defaults)."""
@@ -38,9 +41,11 @@ class Family:
 
         return hyperparameter_fields(self.defaults)
 
-    def build(self, shape: tuple[int, ...], **hyperparameters) -> tuple[keras.Model, keras.Model]:
-        """``(generator, discriminator)`` for samples of ``shape``; hyperparameters not given
-        take the defaults, unknown ones are an error."""
+    def build(self, shape: tuple[int, ...], num_classes: int = 0,
+              **hyperparameters) -> tuple[keras.Model, keras.Model]:
+        """``(generator, discriminator)`` for samples of ``shape`` (and ``num_classes`` labels,
+        for a conditional family); hyperparameters not given take the defaults, unknown ones
+        are an error."""
         unknown = set(hyperparameters) - set(self.defaults)
         if unknown:
             key = sorted(unknown)[0]
@@ -48,13 +53,19 @@ class Family:
                             f"{', '.join(sorted(self.defaults))}." + closest(key, self.defaults))
         shape = tuple(int(d) for d in shape)
         self.kind.check_shape(shape, f"model {self.name!r}: the data")
-        return self.build_fn(shape, {**self.defaults, **hyperparameters}, self.name)
+        hp = {**self.defaults, **hyperparameters}
+        if not self.conditional:
+            return self.build_fn(shape, hp, self.name)
+        if num_classes < 2:
+            raise UserError(f"model {self.name!r} is conditional: it needs data with at least "
+                            f"two classes, got {num_classes}")
+        return self.build_fn(shape, hp, self.name, int(num_classes))
 
 
 def _registry() -> dict[str, Family]:
-    from gan_pipeline.families import dcgan, gaussian_1d, gaussian_1d_pure, mlp
+    from gan_pipeline.families import conditional, dcgan, gaussian_1d, gaussian_1d_pure, mlp
 
-    _MODULES = (gaussian_1d, gaussian_1d_pure, mlp, dcgan)
+    _MODULES = (gaussian_1d, gaussian_1d_pure, mlp, dcgan, conditional)
     return {family.name: family for module in _MODULES for family in module.FAMILIES}
 
 
@@ -68,6 +79,7 @@ def get(name: str) -> Family:
     return FAMILIES[name]
 
 
-def build(name: str, shape: tuple[int, ...], **hyperparameters) -> tuple[keras.Model, keras.Model]:
+def build(name: str, shape: tuple[int, ...], num_classes: int = 0,
+          **hyperparameters) -> tuple[keras.Model, keras.Model]:
     """Build ``(generator, discriminator)`` of family ``name`` for samples of ``shape``."""
-    return get(name).build(shape, **hyperparameters)
+    return get(name).build(shape, num_classes, **hyperparameters)

@@ -13,37 +13,48 @@ from gan_pipeline.families import Family
 from gan_pipeline.families.common import OUT, leaky
 
 
-def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
+def check_shape(shape: tuple[int, ...], name: str) -> None:
     if shape[0] % 4 or shape[1] % 4:
-        raise UserError(f"model 'dcgan' needs images whose height and width divide by 4 "
+        raise UserError(f"model {name!r} needs images whose height and width divide by 4 "
                         f"(e.g. 28x28x1, 32x32x3), got shape {shape}; set data.image_size to "
                         "such a size (folders) or choose another model")
+
+
+def generator_body(h, shape: tuple[int, ...], hp: dict[str, Any]):
+    """Dense (H/4)x(W/4)xbase + BatchNorm, then two UpSampling2D + Conv2D, tanh."""
     height, width, channels = shape
     k, slope = hp["kernel_size"], hp["leaky_slope"]
-    z = keras.Input((hp["latent_dim"],), name="z")
-    h = layers.Dense((height // 4) * (width // 4) * hp["g_base_filters"], use_bias=False)(z)
+    h = layers.Dense((height // 4) * (width // 4) * hp["g_base_filters"], use_bias=False)(h)
     h = leaky(slope)(layers.BatchNormalization(momentum=hp["bn_momentum"])(h))
     h = layers.Reshape((height // 4, width // 4, hp["g_base_filters"]))(h)
     h = layers.UpSampling2D()(h)
     h = layers.Conv2D(hp["g_filters"], k, padding="same", use_bias=False)(h)
     h = leaky(slope)(layers.BatchNormalization(momentum=hp["bn_momentum"])(h))
     h = layers.UpSampling2D()(h)
-    out = layers.Conv2D(channels, k, padding="same", activation="tanh", dtype=OUT)(h)
-    generator = keras.Model(z, out, name=f"{name}_generator")
+    return layers.Conv2D(channels, k, padding="same", activation="tanh", dtype=OUT)(h)
 
-    x = keras.Input(shape, name="x")
+
+def discriminator_features(x, hp: dict[str, Any]):
+    """Strided Conv2D + LeakyReLU + Dropout per ``d_filters``, flattened."""
     h = x
     for filters in hp["d_filters"]:
-        h = layers.Conv2D(filters, k, strides=2, padding="same")(h)
-        h = layers.Dropout(hp["dropout"])(leaky(slope)(h))
-    h = layers.Flatten()(h)
+        h = layers.Conv2D(filters, hp["kernel_size"], strides=2, padding="same")(h)
+        h = layers.Dropout(hp["dropout"])(leaky(hp["leaky_slope"])(h))
+    return layers.Flatten()(h)
+
+
+def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
+    check_shape(shape, name)
+    z = keras.Input((hp["latent_dim"],), name="z")
+    generator = keras.Model(z, generator_body(z, shape, hp), name=f"{name}_generator")
+    x = keras.Input(shape, name="x")
+    h = discriminator_features(x, hp)
     discriminator = keras.Model(x, layers.Dense(1, dtype=OUT)(h), name=f"{name}_discriminator")
     return generator, discriminator
 
 
+DEFAULTS = {"latent_dim": 100, "g_base_filters": 128, "g_filters": 64, "d_filters": [64, 128],
+            "kernel_size": 5, "dropout": 0.3, "leaky_slope": 0.2, "bn_momentum": 0.8}
 FAMILIES = (
-    Family("dcgan", build, {
-        "latent_dim": 100, "g_base_filters": 128, "g_filters": 64, "d_filters": [64, 128],
-        "kernel_size": 5, "dropout": 0.3, "leaky_slope": 0.2, "bn_momentum": 0.8},
-        summary="the tutorials' DCGAN (sides must divide by 4)"),
+    Family("dcgan", build, DEFAULTS, summary="the tutorials' DCGAN (sides must divide by 4)"),
 )

@@ -15,32 +15,46 @@ from gan_pipeline.families import Family
 from gan_pipeline.families.common import OUT, leaky
 
 
-def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
-    init = keras.initializers.RandomNormal(stddev=hp["init_std"])
-    z = keras.Input((hp["latent_dim"],), name="z")
-    h = z
+def initializer(hp: dict[str, Any]):
+    """One N(0, init_std) initializer for all of a family's layers (Keras reuses its seed)."""
+    return keras.initializers.RandomNormal(stddev=hp["init_std"])
+
+
+def generator_body(h, shape: tuple[int, ...], hp: dict[str, Any], init):
+    """Dense + LeakyReLU (+ BatchNorm) per ``g_widths``, then tanh, reshaped to ``shape``."""
     for width in hp["g_widths"]:
         h = leaky(hp["leaky_slope"])(layers.Dense(width, kernel_initializer=init)(h))
         if hp["batch_norm"]:
             h = layers.BatchNormalization(momentum=hp["bn_momentum"])(h)
     h = layers.Dense(math.prod(shape), activation="tanh", kernel_initializer=init, dtype=OUT)(h)
-    generator = keras.Model(z, layers.Reshape(shape, dtype=OUT)(h), name=f"{name}_generator")
+    return layers.Reshape(shape, dtype=OUT)(h)
 
-    x = keras.Input(shape, name="x")
+
+def discriminator_features(x, hp: dict[str, Any], init):
+    """The flattened input through Dense + LeakyReLU + Dropout per ``d_widths``."""
     h = layers.Flatten()(x)
     for width in hp["d_widths"]:
         h = leaky(hp["leaky_slope"])(layers.Dense(width, kernel_initializer=init)(h))
         h = layers.Dropout(hp["dropout"])(h)
+    return h
+
+
+def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
+    init = initializer(hp)
+    z = keras.Input((hp["latent_dim"],), name="z")
+    generator = keras.Model(z, generator_body(z, shape, hp, init), name=f"{name}_generator")
+    x = keras.Input(shape, name="x")
+    h = discriminator_features(x, hp, init)
     discriminator = keras.Model(x, layers.Dense(1, kernel_initializer=init, dtype=OUT)(h),
                                 name=f"{name}_discriminator")
     return generator, discriminator
 
 
-_DEFAULTS = {"latent_dim": 100, "g_widths": [256, 512, 1024], "d_widths": [1024, 512, 256],
-             "dropout": 0.3, "leaky_slope": 0.2, "init_std": 0.02, "batch_norm": False,
-             "bn_momentum": 0.8}
+DEFAULTS = {"latent_dim": 100, "g_widths": [256, 512, 1024], "d_widths": [1024, 512, 256],
+            "dropout": 0.3, "leaky_slope": 0.2, "init_std": 0.02, "batch_norm": False,
+            "bn_momentum": 0.8}
 FAMILIES = (
-    Family("mlp", build, _DEFAULTS, summary="the tutorials' MLP GAN"),
-    Family("mlp_bn", build, {**_DEFAULTS, "batch_norm": True},
+    Family("mlp", build, DEFAULTS, summary="the tutorials' MLP GAN"),
+    Family("mlp_bn", build, {**DEFAULTS, "batch_norm": True},
            summary="the MLP with BatchNorm after each generator layer"),
 )

@@ -96,7 +96,7 @@ def run_tune(pipeline, cfg, key: str, upstream: dict):
     resumed = old is not None
     context = (mlflow.start_run(run_id=old.info.run_id) if resumed else
                pipeline.start("tune", key))
-    objective = pipeline.source.objective
+    objective = cfg.tune.objective or pipeline.source.objective
     with context as run:
         project = run.data.tags.get("tuner_project") or f"{key[:12]}-{run.info.run_id[:8]}"
         if not resumed:
@@ -147,7 +147,7 @@ def run_train(pipeline, cfg, key: str, upstream: dict):
 
 
 HEADLINE_EXTRAS = ("precision", "recall", "class_min_share", "class_max_share", "abs_mean_error",
-                   "abs_std_error")
+                   "abs_std_error", "label_accuracy", "label_accuracy_worst", "intra_fd")
 
 
 def run_evaluate(pipeline, cfg, key: str, upstream: dict):
