@@ -14,16 +14,17 @@ from tests.helpers import REPO
 class ShippedPipelinesTest(tf.test.TestCase):
     def test_every_shipped_pipeline_validates_with_its_family(self):
         files = sorted((REPO / "pipelines").glob("*.toml"))
-        self.assertEqual({f.stem for f in files}, {"gaussian_1d", "mnist_mlp", "mnist_dcgan"})
+        self.assertEqual({f.stem for f in files},
+                         {"gaussian_1d", "mnist_mlp", "mnist_dcgan", "mnist_cgan"})
         for path in files:
             cfg = config.load(path)
             self.assertEqual(cfg.name, path.stem)
-            self.assertIn(cfg.model.name, ("gaussian_1d_sorted", "mlp_bn", "dcgan"))
+            self.assertIn(cfg.model.name, ("gaussian_1d_sorted", "mlp_bn", "dcgan", "cdcgan"))
             self.assertEqual(cfg.hyperparameters(),
                              {k: v for k, v in cfg.model.to_dict().items() if k != "name"})
 
     def test_mnist_pipelines_use_the_tutorial_settings(self):
-        for name in ("mnist_mlp", "mnist_dcgan"):
+        for name in ("mnist_mlp", "mnist_dcgan", "mnist_cgan"):
             t = config.load(REPO / "pipelines" / f"{name}.toml").train
             self.assertEqual((t.label_smoothing, t.g_learning_rate, t.beta_1),
                              (0.9, 2e-4, 0.5))
