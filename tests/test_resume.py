@@ -30,6 +30,16 @@ def tiny_1d(*extra):
     return config.load(REPO / "pipelines/gaussian_1d.toml", sets + list(extra))
 
 
+def rewind_to_oldest(folder: Path, **fields) -> Path:
+    """As if the run was killed earlier: point ``folder``'s state at its oldest kept checkpoint,
+    with ``fields`` (epoch, step) as that checkpoint's. Returns the checkpoint's index file."""
+    oldest = sorted(folder.rglob("ckpt-*.index"), key=lambda p: int(p.stem[5:]))[0]
+    state = checkpoints.read_state(folder)
+    state.update(**fields, checkpoint=str(oldest.relative_to(folder).with_suffix("")))
+    (folder / "state.json").write_text(json.dumps(state))
+    return oldest
+
+
 def metric_steps(uri, run_id, key="d_loss"):
     return [m.step for m in mlflow.MlflowClient(uri).get_metric_history(run_id, key)]
 
@@ -254,11 +264,7 @@ class ResumeDetailsTest(tf.test.TestCase):
             run_id = train(tiny_1d("epochs=2"), verbose=0).run_id
             # As if killed after logging epoch 2 but before its checkpoint: point the state back
             # at the epoch-1 checkpoint (the previous one is kept).
-            folder = work.path / "checkpoints" / "gaussian_1d"
-            state = checkpoints.read_state(folder)
-            older = sorted(folder.rglob("ckpt-*.index"), key=lambda p: int(p.stem[5:]))[0]
-            state.update(epoch=1, checkpoint=str(older.relative_to(folder).with_suffix("")))
-            (folder / "state.json").write_text(__import__("json").dumps(state))
+            rewind_to_oldest(work.path / "checkpoints" / "gaussian_1d", epoch=1)
             train(tiny_1d("epochs=3"), verbose=0, resume=True)
             self.assertEqual(metric_steps(work.uri, run_id), [1, 2, 3])
 
@@ -269,11 +275,7 @@ class ResumeDetailsTest(tf.test.TestCase):
             self.assertAllClose(float(straight.gan.g_optimizer.learning_rate), 0.0, atol=1e-9)
             train(tiny_1d(*cosine, "name=resumed"), verbose=0)
             # As if killed after epoch 2: point the state back at the epoch-2 checkpoint.
-            folder = work.path / "checkpoints" / "resumed"
-            state = checkpoints.read_state(folder)
-            older = sorted(folder.rglob("ckpt-*.index"), key=lambda p: int(p.stem[5:]))[0]
-            state.update(epoch=2, checkpoint=str(older.relative_to(folder).with_suffix("")))
-            (folder / "state.json").write_text(__import__("json").dumps(state))
+            rewind_to_oldest(work.path / "checkpoints" / "resumed", epoch=2)
             resumed = train(tiny_1d(*cosine, "name=resumed"), verbose=0, resume=True)
             for a, b in zip(straight.gan.variables, resumed.gan.variables):
                 self.assertAllClose(a, b, rtol=1e-5, atol=1e-6, msg=a.path)
@@ -348,12 +350,8 @@ class MidEpochResumeTest(tf.test.TestCase):
             train(cut, verbose=0)
             # As if killed at epoch 2, step 6: point the state at that mid-epoch checkpoint
             # (ckpt-14 after 8 + 6 D steps; the run keeps its last two).
-            folder = work.path / "checkpoints" / "cut"
-            mid = sorted(folder.rglob("ckpt-*.index"), key=lambda p: int(p.stem[5:]))[0]
+            mid = rewind_to_oldest(work.path / "checkpoints" / "cut", epoch=1, step=6)
             self.assertEqual(mid.stem, "ckpt-14")
-            state = checkpoints.read_state(folder)
-            state.update(epoch=1, step=6, checkpoint=str(mid.relative_to(folder).with_suffix("")))
-            (folder / "state.json").write_text(__import__("json").dumps(state))
             resumed = train(cut, verbose=0, resume=True)
             self.assertEqual(int(resumed.gan.d_optimizer.iterations), 16, "2 steps were left")
             for a, b in zip(straight.gan.variables, resumed.gan.variables):
