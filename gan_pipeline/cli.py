@@ -53,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True,
                    help="a .keras file, an MLflow run id, or an MLflow model URI")
     s.add_argument("--n", type=int, default=100, help="number of samples (default 100)")
-    s.add_argument("--out", required=True, help="a .npy file (all samples) or .png (a picture)")
+    s.add_argument("--out", required=True, help="a .npy file (all samples), .npz (arrays samples and, for a "
+                        "conditional generator, labels) or .png (a picture)")
     s.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     s.add_argument("--label", default=None,
                    help="conditional generators: the class to make, by index or name "

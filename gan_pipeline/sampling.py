@@ -141,15 +141,19 @@ def sample(generator: keras.Model, n: int, seed: int = 0, batch_size: int = 500)
     return sample_with_labels(generator, n, seed, batch_size=batch_size)[0]
 
 
+OUT_SUFFIXES = (".npy", ".npz", ".png")
+
+
 def check_out(out: str | Path) -> Path:
-    """``--out`` checked before anything is loaded: a .npy or .png name in a folder this
-    process can write (created if missing)."""
+    """``--out`` checked before anything is loaded: a .npy, .npz or .png name in a folder
+    this process can write (created if missing)."""
     out = Path(out).expanduser()
-    if out.suffix not in (".npy", ".png"):
-        raise UserError(f"--out {str(out)!r} is not valid: expected a .npy or .png file name")
+    if out.suffix not in OUT_SUFFIXES:
+        raise UserError(f"--out {str(out)!r} is not valid: expected a .npy, .npz or .png file "
+                        "name")
     if out.is_dir():
-        raise UserError(f"--out {str(out)!r} is a folder; give a file name ending in .npy or "
-                        ".png")
+        raise UserError(f"--out {str(out)!r} is a folder; give a file name ending in .npy, "
+                        ".npz or .png")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out.parent):
@@ -162,12 +166,18 @@ def check_out(out: str | Path) -> Path:
 
 def write(samples: np.ndarray, out: str | Path, kind: kinds.Kind, labels=None,
           class_names: list[str] | None = None) -> Path:
-    """Save samples to ``.npy`` (all of them) or ``.png`` (the kind's picture: with the
-    ``labels`` they were made for, one row per class)."""
+    """Save samples to ``.npy`` (all of them), ``.npz`` (arrays ``samples`` and, for a
+    conditional generator, the ``labels`` they were made for) or ``.png`` (the kind's picture:
+    with labels, one row per class)."""
     out = check_out(out)
     try:
         if out.suffix == ".npy":
             np.save(out, samples)
+        elif out.suffix == ".npz":
+            arrays = {"samples": samples}
+            if labels is not None:
+                arrays["labels"] = np.asarray(labels, np.int32).ravel()
+            np.savez(out, **arrays)
         else:
             title = f"{len(samples)} generated {kind.name}"
             shown = None if labels is None else labels[:MAX_GRID]

@@ -24,6 +24,7 @@ from tests.test_gan import changed, snapshot
 
 CLASSES = [str(i) for i in range(10)]
 CONDITIONAL = ("cdcgan", "cmlp")
+D_CONDITIONING = ("projection", "concat")
 
 
 def tiny_cgan(family="cdcgan", seed=0, *sets, class_shares=None):
@@ -40,9 +41,9 @@ def labels_of(*values):
 
 class ConditionalFamiliesTest(tf.test.TestCase):
     def test_shapes_the_label_matters_and_a_safe_mode_round_trip(self):
-        for name in CONDITIONAL:
-            with self.subTest(name):
-                g, d = families.build(name, (28, 28, 1), 10, **TINY[name])
+        for name, how in ((n, h) for n in CONDITIONAL for h in D_CONDITIONING):
+            with self.subTest(name, d_conditioning=how):
+                g, d = families.build(name, (28, 28, 1), 10, **TINY[name], d_conditioning=how)
                 self.assertEqual([tuple(i.shape) for i in g.inputs], [(None, 8), (None, 1)])
                 self.assertEqual(tuple(g.output_shape), (None, 28, 28, 1))
                 self.assertEqual([tuple(i.shape) for i in d.inputs], [(None, 28, 28, 1),
@@ -62,6 +63,13 @@ class ConditionalFamiliesTest(tf.test.TestCase):
                         loaded = keras.models.load_model(path, safe_mode=True, compile=False)
                         self.assertAllClose(loaded(inputs), model(inputs))
 
+    def test_d_conditioning_is_one_of_its_choices(self):
+        with self.assertRaisesRegex(UserError, "model.d_conditioning = 'projected' is not "
+                                               "valid: expected one of 'projection', 'concat'"):
+            config.validate({"model": {"name": "cdcgan", "d_conditioning": "projected"}})
+        with self.assertRaisesRegex(UserError, "d_conditioning must be one of"):
+            families.build("cmlp", (28, 28, 1), 10, **TINY["cmlp"], d_conditioning="both")
+
     def test_a_conditional_family_needs_classes(self):
         with self.assertRaisesRegex(UserError, "conditional: it needs data with at least two"):
             families.build("cdcgan", (28, 28, 1), **TINY["cdcgan"])
@@ -80,12 +88,15 @@ class ConditionalStepTest(tf.test.TestCase):
         self.labels = labels_of(*rng.integers(0, 10, 8))
 
     def test_discriminator_step_with_labels_changes_only_discriminator_weights(self):
-        g_before = snapshot(self.gan.generator.trainable_weights)
-        d_before = snapshot(self.gan.discriminator.trainable_weights)
-        self.gan.discriminator_step(self.real, self.labels)
-        self.assertFalse(any(changed(g_before, self.gan.generator.trainable_weights)))
-        # every D weight moves, the label embedding of the projection included
-        self.assertTrue(all(changed(d_before, self.gan.discriminator.trainable_weights)))
+        for how in D_CONDITIONING:
+            with self.subTest(d_conditioning=how):
+                gan = tiny_cgan("cdcgan", 0, f"model.d_conditioning={how}")
+                g_before = snapshot(gan.generator.trainable_weights)
+                d_before = snapshot(gan.discriminator.trainable_weights)
+                gan.discriminator_step(self.real, self.labels)
+                self.assertFalse(any(changed(g_before, gan.generator.trainable_weights)))
+                # every D weight moves, the label embedding (projection or plane) included
+                self.assertTrue(all(changed(d_before, gan.discriminator.trainable_weights)))
 
     def test_generator_step_changes_only_generator_weights(self):
         g_before = snapshot(self.gan.generator.trainable_weights)
@@ -250,6 +261,14 @@ class ConditionalRunTest(tf.test.TestCase):
             z = sampling.noise((5, 8), "normal", 2)
             self.assertAllClose(np.load("sevens.npy"),
                                 generator([z, np.full((5, 1), 7, np.int32)]), atol=1e-6)
+            code, out, err = run_cli("sample", "--model", rid, "--n", 20, "--seed", 2,
+                                     "--out", "all.npz")
+            self.assertEqual(code, 0, err)
+            with np.load("all.npz") as saved:
+                self.assertEqual(saved["labels"].tolist(), [c for c in range(10) for _ in "ab"])
+                z = sampling.noise((20, 8), "normal", 2)
+                self.assertAllClose(saved["samples"],
+                                    generator([z, saved["labels"][:, None]]), atol=1e-6)
             code, out, err = run_cli("sample", "--model", rid, "--n", 20, "--out", "all.png")
             self.assertEqual(code, 0, err)
             self.assertIn("spread over 10 classes", out)

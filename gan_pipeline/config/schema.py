@@ -244,12 +244,17 @@ PIPELINE_ONLY = ("profile", "stages", "tune", "register")
 SECTIONS = tuple(k for k, v in SCHEMA.items() if isinstance(v, dict))
 
 
-def hyperparameter_fields(defaults: dict[str, Any]) -> dict[str, Field]:
+def hyperparameter_fields(defaults: dict[str, Any],
+                          choices: dict[str, tuple[str, ...]] | None = None) -> dict[str, Field]:
     """Fields for a family's hyperparameters, typed and bounded from their defaults: sizes and
-    counts are integers >= 1, rates and slopes numbers >= 0, dropout < 0.95, momentum < 1."""
+    counts are integers >= 1, rates and slopes numbers >= 0, dropout < 0.95, momentum < 1;
+    strings are one of their ``choices``."""
     fields = {}
     for hp, default in defaults.items():
         t = type(default)
+        if hp in (choices or {}):
+            fields[hp] = Field(str, default, choices=lambda allowed=choices[hp]: list(allowed))
+            continue
         if t is list:
             fields[hp] = Field(list, default, max=WIDTH_MAX)
             continue

@@ -34,12 +34,13 @@ class Family:
     kind: kinds.Kind = kinds.IMAGES
     summary: str = ""  # one line for the docs and error messages
     conditional: bool = False  # G and D take the class label too (labelled data only)
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # string hyperparameters
 
     def fields(self):
         """The ``model.*`` settings of this family (typed and bounded from the defaults)."""
         from gan_pipeline.config.schema import hyperparameter_fields  # (config imports us)
 
-        return hyperparameter_fields(self.defaults)
+        return hyperparameter_fields(self.defaults, self.choices)
 
     def build(self, shape: tuple[int, ...], num_classes: int = 0,
               **hyperparameters) -> tuple[keras.Model, keras.Model]:
@@ -54,6 +55,10 @@ class Family:
         shape = tuple(int(d) for d in shape)
         self.kind.check_shape(shape, f"model {self.name!r}: the data")
         hp = {**self.defaults, **hyperparameters}
+        for key, allowed in self.choices.items():
+            if hp[key] not in allowed:
+                raise UserError(f"model {self.name!r}: {key} must be one of "
+                                f"{', '.join(map(repr, allowed))}, got {hp[key]!r}")
         if not self.conditional:
             return self.build_fn(shape, hp, self.name)
         if num_classes < 2:

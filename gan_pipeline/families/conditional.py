@@ -1,14 +1,21 @@
 """Conditional families: ask for a class, get a sample of it (Mirza & Osindero 2014).
 
 G takes ``[z, label]``: the label's learnt embedding is concatenated to z, then the
-unconditional family's body makes the sample. D takes ``[x, label]`` as a projection
-discriminator (Miyato & Koyama 2018): the unconditional body's features ``h`` give
-``logit = w . h + b + embed(label) . h``, so the label decides which direction in feature space
-counts as real. Labels are integers of shape ``(batch, 1)``.
+unconditional family's body makes the sample. D takes ``[x, label]`` in one of two ways, the
+``d_conditioning`` hyperparameter:
+
+- ``"projection"`` (the default; Miyato & Koyama 2018): the unconditional body's features ``h``
+  give ``logit = w . h + b + embed(label) . h``, so the label decides which direction in feature
+  space counts as real;
+- ``"concat"`` (Mirza & Osindero 2014, the keras-io example): a learnt HxW plane per class is
+  stacked onto the image as one more channel, and the unconditional D reads both.
+
+Labels are integers of shape ``(batch, 1)``. What each measured: docs/quality.md.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -36,6 +43,26 @@ def projection_logit(h, label, num_classes: int, **dense_kwargs):
     return layers.Add(dtype=OUT)([unconditional, projected])
 
 
+def label_plane(x, label, num_classes: int):
+    """``x`` (batch, H, W, C) with one more channel: a learnt HxW plane for each class."""
+    height, width = int(x.shape[1]), int(x.shape[2])
+    plane = layers.Reshape((height, width, 1))(
+        embedded(label, num_classes, height * width, "d_label_plane"))
+    return layers.Concatenate()([x, plane])
+
+
+def discriminator(x, label, num_classes: int, features, hp: dict[str, Any], name: str,
+                  **dense_kwargs) -> keras.Model:
+    """D on ``[x, label]``: ``features`` (the unconditional body, ``x -> h``) conditioned the
+    ``d_conditioning`` way."""
+    if hp["d_conditioning"] == "projection":
+        logit = projection_logit(features(x), label, num_classes, **dense_kwargs)
+    else:  # "concat"
+        h = features(label_plane(x, label, num_classes))
+        logit = layers.Dense(1, dtype=OUT, **dense_kwargs)(h)
+    return keras.Model([x, label], logit, name=f"{name}_discriminator")
+
+
 def build_cdcgan(shape: tuple[int, ...], hp: dict[str, Any], name: str, num_classes: int):
     dcgan.check_shape(shape, name)
     z, label = keras.Input((hp["latent_dim"],), name="z"), label_input()
@@ -43,11 +70,9 @@ def build_cdcgan(shape: tuple[int, ...], hp: dict[str, Any], name: str, num_clas
                                           "g_label_embedding")])
     generator = keras.Model([z, label], dcgan.generator_body(h, shape, hp),
                             name=f"{name}_generator")
-    x, d_label = keras.Input(shape, name="x"), label_input()
-    h = dcgan.discriminator_features(x, hp)
-    discriminator = keras.Model([x, d_label], projection_logit(h, d_label, num_classes),
-                                name=f"{name}_discriminator")
-    return generator, discriminator
+    features = functools.partial(dcgan.discriminator_features, hp=hp)
+    return generator, discriminator(keras.Input(shape, name="x"), label_input(), num_classes,
+                                    features, hp, name)
 
 
 def build_cmlp(shape: tuple[int, ...], hp: dict[str, Any], name: str, num_classes: int):
@@ -57,18 +82,20 @@ def build_cmlp(shape: tuple[int, ...], hp: dict[str, Any], name: str, num_classe
                                           "g_label_embedding")])
     generator = keras.Model([z, label], mlp.generator_body(h, shape, hp, init),
                             name=f"{name}_generator")
-    x, d_label = keras.Input(shape, name="x"), label_input()
-    h = mlp.discriminator_features(x, hp, init)
-    discriminator = keras.Model(
-        [x, d_label], projection_logit(h, d_label, num_classes, kernel_initializer=init),
-        name=f"{name}_discriminator")
-    return generator, discriminator
+    features = functools.partial(mlp.discriminator_features, hp=hp, init=init)
+    return generator, discriminator(keras.Input(shape, name="x"), label_input(), num_classes,
+                                    features, hp, name, kernel_initializer=init)
 
 
+CONDITIONING = {"label_dim": 50, "d_conditioning": "projection"}
+CHOICES = {"d_conditioning": ("projection", "concat")}
 FAMILIES = (
-    Family("cdcgan", build_cdcgan, {**dcgan.DEFAULTS, "label_dim": 50}, conditional=True,
-           summary="the DCGAN conditioned on the class: label embedding into G, projection D"),
-    Family("cmlp", build_cmlp, {**mlp.DEFAULTS, "label_dim": 50}, conditional=True,
-           summary="the MLP GAN conditioned on the class: label embedding into G, "
-                   "projection D"),
+    Family("cdcgan", build_cdcgan, {**dcgan.DEFAULTS, **CONDITIONING}, choices=CHOICES,
+           conditional=True,
+           summary="the DCGAN conditioned on the class: label embedding into G, projection "
+                   "(or concat) D"),
+    Family("cmlp", build_cmlp, {**mlp.DEFAULTS, **CONDITIONING}, choices=CHOICES,
+           conditional=True,
+           summary="the MLP GAN conditioned on the class: label embedding into G, projection "
+                   "(or concat) D"),
 )
