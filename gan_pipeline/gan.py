@@ -173,8 +173,9 @@ class GAN(keras.Model):
                 input_tape.watch(real)
                 real_logits = self.judge(real, labels)
             fake_logits = self.judge(fake, fake_labels)
-            step = losses.DiscriminatorPass(self.discriminator, real, fake, real_logits,
-                                            fake_logits, input_tape)
+            step = losses.DiscriminatorPass(
+                self.discriminator, real, fake, real_logits, fake_logits, input_tape,
+                labels=labels, judge=self.judge, new_seed=self._replica_seed)
             d_loss = self.loss_fn.discriminator(real_logits, fake_logits)
             for penalty in self.penalties:
                 d_loss = d_loss + penalty(step)

@@ -9,10 +9,17 @@ logits, and the step metrics that make sense for it. ``GAN.compile(loss=...)`` t
   0; one-sided smoothing, Salimans et al. 2016); G maximises log D(G(z)). Strong early gradients.
 - ``minimax``: the same D; G minimises log(1 - D(G(z))), the original game, whose gradient
   vanishes when D wins.
+- ``hinge`` (Lim & Ye 2017; Miyato et al. 2018): D minimises E relu(1 - D(x)) + E relu(1 +
+  D(G(z))), G minimises -E D(G(z)).
+- ``least_squares`` (Mao et al. 2017): D regresses real to 1 and fake to 0, G its fakes to 1.
+- ``wasserstein`` (Arjovsky et al. 2017): D (a critic) maximises E D(x) - E D(G(z)), G
+  maximises E D(G(z)); it needs a Lipschitz critic, so ``train.gp_weight`` must be > 0 with it
+  (the gradient penalty of Gulrajani et al. 2017).
 
 A penalty is called inside D's gradient tape with the ``DiscriminatorPass`` of that step, and
 returns a scalar added to D's loss. ``R1`` (Mescheder et al. 2018) is gamma/2 E |grad_x D(x)|^2
-at real samples.
+at real samples. ``GradientPenalty`` is weight * E (|grad D(x_hat)| - 1)^2 at random points
+x_hat between real and fake samples.
 """
 
 from __future__ import annotations
@@ -30,12 +37,17 @@ def _bce(logits, target: float):
     return ops.mean(ops.binary_crossentropy(ops.full_like(logits, target), logits, from_logits=True))
 
 
+def _f32(x):
+    return ops.cast(x, "float32")
+
+
 class GANLoss:
     """The discriminator's and generator's losses of one kind (logits in, float32 out)."""
 
     name = ""
     settings: tuple[str, ...] = ()  # the `train.*` settings its constructor takes
     metric_names: tuple[str, ...] = ()  # extra step metrics (``metrics``)
+    needs: dict[str, str] = {}  # `train.*` settings that must be > 0 with it, and why
 
     def discriminator(self, real_logits, fake_logits):
         raise NotImplementedError
@@ -92,7 +104,67 @@ class Minimax(SigmoidLoss):
         return -ops.mean(ops.softplus(ops.cast(fake_logits, "float32")))
 
 
-LOSSES: dict[str, type[GANLoss]] = {cls.name: cls for cls in (NonSaturating, Minimax)}
+class ScoreLoss(GANLoss):
+    """A loss on D's raw scores. Its step metrics ``score_real``/``score_fake`` are D's mean
+    scores on the real and fake batch."""
+
+    metric_names = ("score_real", "score_fake")
+
+    def __init__(self):
+        pass
+
+    def metrics(self, real_logits, fake_logits) -> dict:
+        return {"score_real": ops.mean(_f32(real_logits)),
+                "score_fake": ops.mean(_f32(fake_logits))}
+
+
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class Hinge(ScoreLoss):
+    name = "hinge"
+
+    def discriminator(self, real_logits, fake_logits):
+        return (ops.mean(ops.relu(1.0 - _f32(real_logits)))
+                + ops.mean(ops.relu(1.0 + _f32(fake_logits))))
+
+    def generator(self, fake_logits):
+        return -ops.mean(_f32(fake_logits))
+
+
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class LeastSquares(ScoreLoss):
+    name = "least_squares"
+
+    def discriminator(self, real_logits, fake_logits):
+        return 0.5 * (ops.mean(ops.square(_f32(real_logits) - 1.0))
+                      + ops.mean(ops.square(_f32(fake_logits))))
+
+    def generator(self, fake_logits):
+        return 0.5 * ops.mean(ops.square(_f32(fake_logits) - 1.0))
+
+
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class Wasserstein(ScoreLoss):
+    """The critic's loss is E D(G(z)) - E D(x), minus the Wasserstein-1 estimate it reports as
+    ``w_distance``."""
+
+    name = "wasserstein"
+    metric_names = ScoreLoss.metric_names + ("w_distance",)
+    needs = {"gp_weight": "the critic must be kept Lipschitz by the gradient penalty "
+                          "(10 is the usual weight)"}
+
+    def discriminator(self, real_logits, fake_logits):
+        return ops.mean(_f32(fake_logits)) - ops.mean(_f32(real_logits))
+
+    def generator(self, fake_logits):
+        return -ops.mean(_f32(fake_logits))
+
+    def metrics(self, real_logits, fake_logits) -> dict:
+        values = super().metrics(real_logits, fake_logits)
+        return {**values, "w_distance": values["score_real"] - values["score_fake"]}
+
+
+LOSSES: dict[str, type[GANLoss]] = {
+    cls.name: cls for cls in (NonSaturating, Minimax, Hinge, LeastSquares, Wasserstein)}
 
 
 def make_loss(name: str, **settings: Any) -> GANLoss:
@@ -106,7 +178,10 @@ def make_loss(name: str, **settings: Any) -> GANLoss:
 @dataclass
 class DiscriminatorPass:
     """What one D step computed, for penalties. ``real_gradients()`` is D's input gradient at the
-    real batch; it is only computed (and traced) when a penalty asks for it."""
+    real batch; it is only computed (and traced) when a penalty asks for it. ``judge(samples,
+    labels)`` calls D (with the labels, for a conditional GAN) inside the step's tape;
+    ``new_seed()`` gives a fresh stateless seed for a penalty's own random draws (it advances
+    the GAN's seed stream, so only penalties that draw call it)."""
 
     discriminator: keras.Model
     real: Any
@@ -114,6 +189,9 @@ class DiscriminatorPass:
     real_logits: Any
     fake_logits: Any
     input_tape: tf.GradientTape
+    labels: Any = None  # the real batch's labels (conditional), else None
+    judge: Any = None
+    new_seed: Any = None
     _real_gradients: Any = field(default=None, repr=False)
 
     def real_gradients(self):
@@ -145,6 +223,41 @@ class R1:
         return cls(**config)
 
 
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class GradientPenalty:
+    """weight * E (|grad D(x_hat)|_2 - 1)^2, x_hat = e x + (1 - e) G(z) with e ~ U[0, 1] per
+    sample (Gulrajani et al. 2017); the norm is sqrt(sum g^2 + 1e-12), so its gradient stays
+    finite where g = 0. A conditional D judges x_hat with the real batch's labels."""
+
+    def __init__(self, weight: float):
+        if not weight > 0:
+            raise ValueError(f"gradient penalty weight must be > 0, got {weight!r}")
+        self.weight = float(weight)
+
+    def __call__(self, step: DiscriminatorPass):
+        real, fake = _f32(step.real), _f32(step.fake)
+        batch = ops.shape(real)[0]
+        shape = (batch,) + (1,) * (len(real.shape) - 1)
+        e = tf.random.stateless_uniform(shape, step.new_seed(), 0.0, 1.0)
+        between = e * real + (1.0 - e) * fake
+        with tf.GradientTape() as tape:
+            tape.watch(between)
+            scores = step.judge(ops.cast(between, step.real.dtype), step.labels)
+        grads = ops.reshape(_f32(tape.gradient(scores, between)), (batch, -1))
+        norms = ops.sqrt(ops.sum(ops.square(grads), axis=1) + 1e-12)
+        return self.weight * ops.mean(ops.square(norms - 1.0))
+
+    def get_config(self):
+        return {"weight": self.weight}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
 def penalties_from(train) -> list:
     """The penalties the ``[train]`` settings switch on."""
-    return [R1(train.r1_gamma)] if train.r1_gamma > 0 else []
+    penalties = [R1(train.r1_gamma)] if train.r1_gamma > 0 else []
+    if train.gp_weight > 0:
+        penalties.append(GradientPenalty(train.gp_weight))
+    return penalties

@@ -94,13 +94,18 @@ def loss_figure(history: dict[str, list[float]], title: str = ""):
     ax_loss.set_xlabel("epoch")
     ax_loss.set_title("losses")
     ax_loss.legend()
-    for key, label in (("d_real", "D(x)"), ("d_fake", "D(G(z))")):
+    # sigmoid losses report D's mean probabilities, the others (hinge, least squares,
+    # wasserstein) its mean raw scores
+    probability = "d_real" in history
+    real, fake = ("d_real", "d_fake") if probability else ("score_real", "score_fake")
+    for key, label in ((real, "D(x)"), (fake, "D(G(z))")):
         if key in history:
             ax_d.plot(epochs, history[key], marker="o", label=label)
-    ax_d.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    ax_d.set_ylim(0, 1)
+    if probability:
+        ax_d.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+        ax_d.set_ylim(0, 1)
     ax_d.set_xlabel("epoch")
-    ax_d.set_title("discriminator output (probability)")
+    ax_d.set_title("discriminator output (" + ("probability" if probability else "score") + ")")
     ax_d.legend()
     fig.suptitle(title)
     fig.tight_layout()

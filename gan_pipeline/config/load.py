@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from gan_pipeline import data, evaluation, families
+from gan_pipeline import data, evaluation, families, losses
 from gan_pipeline.config.schema import SCHEMA, SECTIONS, Config, Field, unknown_key
 from gan_pipeline.config.space import TUNABLE_SECTIONS, check_space
 from gan_pipeline.errors import UserError, closest
@@ -66,8 +66,8 @@ def validate(raw: dict[str, Any]) -> Config:
 
 
 def _check_kinds(cfg: dict) -> None:
-    """The family must make the kind of samples the data source holds, and report the figure
-    the search optimises."""
+    """The family must make the kind of samples the data source holds and report the figure
+    the search optimises; the loss gets the settings it needs."""
     family = families.get(cfg["model"]["name"])
     source = data.source_class(cfg["data"]["dataset"])
     if family.kind.name != source.kind.name:
@@ -75,6 +75,10 @@ def _check_kinds(cfg: dict) -> None:
         raise UserError(f"model.name = {family.name!r} makes {family.kind.name} but "
                         f"data.dataset = {cfg['data']['dataset']!r} holds {source.kind.name}; "
                         f"for this dataset use one of {', '.join(map(repr, takes))}")
+    loss = losses.LOSSES[cfg["train"]["loss"]]
+    for key, why in loss.needs.items():
+        if not cfg["train"][key] > 0:
+            raise UserError(f"train.loss = {loss.name!r} needs train.{key} > 0: {why}")
     if cfg["tune"]["objective"]:
         evaluation.check_objective(cfg["tune"]["objective"], family.kind, family.conditional)
 

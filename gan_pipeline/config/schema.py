@@ -172,6 +172,9 @@ SCHEMA: dict[str, Any] = {
                                  help="target for real samples in the D loss (one-sided)"),
         "r1_gamma": Field(float, 0.0, min=0, max=1e6,
                           help="R1 penalty weight on D's input gradient at real data (0 = off)"),
+        "gp_weight": Field(float, 0.0, min=0, max=1e6,
+                           help="gradient penalty weight at points between real and fake "
+                                "(0 = off; needed by the wasserstein loss)"),
         "d_steps": Field(int, 1, min=1, max=100, help="discriminator updates per batch"),
         "g_steps": Field(int, 1, min=1, max=100, help="generator updates per batch"),
         "d_learning_rate": Field(float, 2e-4, min=0, max=1, min_exclusive=True),
