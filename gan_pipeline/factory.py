@@ -8,7 +8,7 @@ import contextlib
 
 import keras
 
-from gan_pipeline import distribute, families, kinds, losses
+from gan_pipeline import augment, distribute, families, kinds, losses
 from gan_pipeline.errors import UserError
 from gan_pipeline.gan import GAN
 
@@ -82,6 +82,7 @@ def build_gan(cfg, shape: tuple[int, ...], total_batches: int = 0,
         g_optimizer=adam(t.g_learning_rate, t.g_steps),
         loss=losses.make_loss(t.loss, **t.to_dict()),
         penalties=losses.penalties_from(t),
+        augmentation=augment.DiffAugment(t.augment),
         d_steps=t.d_steps, g_steps=t.g_steps,
         jit_compile=distribute.jit_compile(t.jit_compile),
     )

@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from gan_pipeline import distribute, losses
+from gan_pipeline import augment, distribute, losses
 from gan_pipeline.kinds import NOISES
 
 
@@ -68,14 +68,17 @@ class GAN(keras.Model):
         self.built = True  # both networks are built functional models
 
     def compile(self, d_optimizer, g_optimizer, loss: losses.GANLoss | str = "non_saturating",
-                penalties=(), d_steps: int = 1, g_steps: int = 1, **kwargs):
+                penalties=(), d_steps: int = 1, g_steps: int = 1,
+                augmentation: augment.DiffAugment | None = None, **kwargs):
         """``loss`` is a ``GANLoss`` (or the name of one, with its defaults); ``penalties`` are
-        added to D's loss (e.g. ``losses.R1(gamma)``)."""
+        added to D's loss (e.g. ``losses.R1(gamma)``); ``augmentation`` (a ``DiffAugment``)
+        transforms every image D judges, real and fake, in both steps."""
         super().compile(**kwargs)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
         self.loss_fn = losses.make_loss(loss) if isinstance(loss, str) else loss
         self.penalties = list(penalties)
+        self.augmentation = augmentation if augmentation is not None else augment.DiffAugment()
         if d_steps < 1 or g_steps < 1:
             raise ValueError(f"d_steps and g_steps must be >= 1, got {d_steps}, {g_steps}")
         self.d_steps, self.g_steps = int(d_steps), int(g_steps)
@@ -150,6 +153,12 @@ class GAN(keras.Model):
         return self.discriminator([samples, labels] if self.conditional else samples,
                                   training=training)
 
+    def augmented(self, samples):
+        """``samples`` as D sees them in training: through the augmentation, if any."""
+        if not self.augmentation:
+            return samples
+        return self.augmentation(samples, self._replica_seed())
+
     def update_ema(self):
         step = ops.cast(self.ema_step, "float32")
         decay = ops.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
@@ -171,8 +180,8 @@ class GAN(keras.Model):
             # when a penalty asks for it (R1), so it costs nothing otherwise.
             with tf.GradientTape() as input_tape:
                 input_tape.watch(real)
-                real_logits = self.judge(real, labels)
-            fake_logits = self.judge(fake, fake_labels)
+                real_logits = self.judge(self.augmented(real), labels)
+            fake_logits = self.judge(self.augmented(fake), fake_labels)
             step = losses.DiscriminatorPass(
                 self.discriminator, real, fake, real_logits, fake_logits, input_tape,
                 labels=labels, judge=self.judge, new_seed=self._replica_seed)
@@ -191,7 +200,7 @@ class GAN(keras.Model):
         with tf.GradientTape() as tape:
             generated = self.generator(inputs, training=True)
             g_loss = self.loss_fn.generator(
-                self.judge(generated, inputs[1] if self.conditional else None))
+                self.judge(self.augmented(generated), inputs[1] if self.conditional else None))
             scaled = self.g_optimizer.scale_loss(distribute.scale_loss(g_loss))
         grads = tape.gradient(scaled, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
@@ -258,6 +267,7 @@ class GAN(keras.Model):
             "g_optimizer": keras.saving.serialize_keras_object(self.g_optimizer),
             "loss": keras.saving.serialize_keras_object(self.loss_fn),
             "penalties": [keras.saving.serialize_keras_object(p) for p in self.penalties],
+            "augmentation": keras.saving.serialize_keras_object(self.augmentation),
             "d_steps": self.d_steps,
             "g_steps": self.g_steps,
         }
@@ -268,6 +278,8 @@ class GAN(keras.Model):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         config["penalties"] = [keras.saving.deserialize_keras_object(p)
                                for p in config.get("penalties", [])]
+        if config.get("augmentation") is not None:
+            config["augmentation"] = keras.saving.deserialize_keras_object(config["augmentation"])
         self.compile(**config)
         # Build the optimizers now so that their saved state (moments, iterations) loads too.
         self.d_optimizer.build(self.discriminator.trainable_variables)

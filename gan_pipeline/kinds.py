@@ -33,6 +33,7 @@ class Kind:
     picture_key: str  # the per-epoch MLflow image key
     track_moments: bool  # training steps report the mean and std of what G makes
     mixed_precision: bool  # `train.precision = auto` may pick a mixed policy
+    augments: bool = False  # `train.augment` (DiffAugment) applies to its samples
     _picture: Callable = field(repr=False, default=None)
     _report: Callable = field(repr=False, default=None)
 
@@ -76,7 +77,7 @@ def _vector_picture(samples, title, real, noise):
 
 
 IMAGES = Kind("images", rank=3, picture_key="samples", track_moments=False,
-              mixed_precision=True, _picture=_image_picture,
+              mixed_precision=True, augments=True, _picture=_image_picture,
               _report=visualize.image_report_figure)
 # The 1-D GAN's tiny per-point MLP only gets slower in bfloat16, whose 8-bit mantissa is also
 # coarse beside a 0.02 KS target: vectors stay float32.

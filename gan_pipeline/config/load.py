@@ -67,7 +67,7 @@ def validate(raw: dict[str, Any]) -> Config:
 
 def _check_kinds(cfg: dict) -> None:
     """The family must make the kind of samples the data source holds and report the figure
-    the search optimises; the loss gets the settings it needs."""
+    the search optimises; the loss gets the settings it needs; augmentation is for images."""
     family = families.get(cfg["model"]["name"])
     source = data.source_class(cfg["data"]["dataset"])
     if family.kind.name != source.kind.name:
@@ -75,6 +75,9 @@ def _check_kinds(cfg: dict) -> None:
         raise UserError(f"model.name = {family.name!r} makes {family.kind.name} but "
                         f"data.dataset = {cfg['data']['dataset']!r} holds {source.kind.name}; "
                         f"for this dataset use one of {', '.join(map(repr, takes))}")
+    if cfg["train"]["augment"] and not family.kind.augments:
+        raise UserError(f"train.augment = {cfg['train']['augment']!r} transforms images, but "
+                        f"model.name = {family.name!r} makes {family.kind.name}; use []")
     loss = losses.LOSSES[cfg["train"]["loss"]]
     for key, why in loss.needs.items():
         if not cfg["train"][key] > 0:
@@ -132,7 +135,8 @@ def apply_profile(raw: dict[str, Any], profile: str | None = None) -> dict[str, 
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """``'train.loss=minimax'`` -> (['train', 'loss'], 'minimax'), value parsed as TOML."""
+    """``'train.loss=minimax'`` -> (['train', 'loss'], 'minimax'), value parsed as TOML
+    (where it is not TOML: a bare string, or ``[a, b]`` a list of bare strings)."""
     if "=" not in item:
         raise UserError(f"--set {item!r} is not valid: expected KEY=VALUE, "
                         "e.g. --set epochs=3 or --set train.g_learning_rate=1e-4")
@@ -140,10 +144,13 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise UserError(f"--set {item!r} has an empty key")
+    text = text.strip()
     try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
-        value = text.strip()
+        value = text
+        if text.startswith("[") and text.endswith("]"):  # [train, evaluate]: bare words
+            value = [word.strip() for word in text[1:-1].split(",") if word.strip()]
     return key.split("."), value
 
 

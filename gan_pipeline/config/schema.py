@@ -134,6 +134,12 @@ def _objectives() -> list[str]:
     return ["", *evaluation.DIRECTIONS]
 
 
+def _augmentations() -> list[str]:
+    from gan_pipeline import augment
+
+    return list(augment.AUGMENTATIONS)
+
+
 def _families() -> list[str]:
     from gan_pipeline import families
 
@@ -175,6 +181,9 @@ SCHEMA: dict[str, Any] = {
         "gp_weight": Field(float, 0.0, min=0, max=1e6,
                            help="gradient penalty weight at points between real and fake "
                                 "(0 = off; needed by the wasserstein loss)"),
+        "augment": Field(list, [], choices=_augmentations,
+                         help="DiffAugment of every image D judges, real and fake, in both "
+                              "steps: translation, cutout, color (images only; [] = off)"),
         "d_steps": Field(int, 1, min=1, max=100, help="discriminator updates per batch"),
         "g_steps": Field(int, 1, min=1, max=100, help="generator updates per batch"),
         "d_learning_rate": Field(float, 2e-4, min=0, max=1, min_exclusive=True),
