@@ -256,12 +256,13 @@ class BadInputTest(tf.test.TestCase):
     def test_console_script_exit_status(self):
         script = Path(sys.executable).parent / "gan-pipeline"
         result = subprocess.run([str(script), "train", "--config", "pipelines/mnist_dcgan.toml",
-                                 "--set", "train.loss=hinge"], cwd=REPO, capture_output=True,
+                                 "--set", "train.loss=hnge"], cwd=REPO, capture_output=True,
                                 text=True, timeout=300)
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertEqual(result.stderr.strip().splitlines()[-1],
-                         "gan-pipeline: error: train.loss = 'hinge' is not valid: expected one of "
-                         "'minimax', 'non_saturating'.")
+                         "gan-pipeline: error: train.loss = 'hnge' is not valid: expected one of "
+                         "'hinge', 'least_squares', 'minimax', 'non_saturating', 'wasserstein'. "
+                         "Did you mean 'hinge'?")
 
 
 @pytest.mark.slow
