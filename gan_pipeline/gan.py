@@ -184,7 +184,8 @@ class GAN(keras.Model):
             fake_logits = self.judge(self.augmented(fake), fake_labels)
             step = losses.DiscriminatorPass(
                 self.discriminator, real, fake, real_logits, fake_logits, input_tape,
-                labels=labels, judge=self.judge, new_seed=self._replica_seed)
+                labels=labels, judge=self.judge, new_seed=self._replica_seed,
+                iteration=self.d_optimizer.iterations)
             d_loss = self.loss_fn.discriminator(real_logits, fake_logits)
             for penalty in self.penalties:
                 d_loss = d_loss + penalty(step)

@@ -18,7 +18,7 @@ logits, and the step metrics that make sense for it. ``GAN.compile(loss=...)`` t
 
 A penalty is called inside D's gradient tape with the ``DiscriminatorPass`` of that step, and
 returns a scalar added to D's loss. ``R1`` (Mescheder et al. 2018) is gamma/2 E |grad_x D(x)|^2
-at real samples. ``GradientPenalty`` is weight * E (|grad D(x_hat)| - 1)^2 at random points
+at real samples (lazily, every k-th step, with ``train.r1_every``). ``GradientPenalty`` is weight * E (|grad D(x_hat)| - 1)^2 at random points
 x_hat between real and fake samples.
 """
 
@@ -192,6 +192,7 @@ class DiscriminatorPass:
     labels: Any = None  # the real batch's labels (conditional), else None
     judge: Any = None
     new_seed: Any = None
+    iteration: Any = 0  # D's optimizer's updates before this one
     _real_gradients: Any = field(default=None, repr=False)
 
     def real_gradients(self):
@@ -203,20 +204,33 @@ class DiscriminatorPass:
 @keras.saving.register_keras_serializable(package="gan_pipeline")
 class R1:
     """gamma/2 * E |grad_x D(x)|^2 on real samples: damps the oscillation of the two networks
-    around the equilibrium instead of letting it persist (Mescheder et al. 2018)."""
+    around the equilibrium instead of letting it persist (Mescheder et al. 2018).
 
-    def __init__(self, gamma: float):
+    ``every = k`` > 1 is lazy R1 (Karras et al. 2020): the penalty, times k, only on every k-th
+    D step (those where D's optimizer has made a multiple of k updates), which saves the input
+    gradient's cost on the others."""
+
+    def __init__(self, gamma: float, every: int = 1):
         if not gamma > 0:
             raise ValueError(f"R1 gamma must be > 0, got {gamma!r}")
-        self.gamma = float(gamma)
+        if int(every) < 1:
+            raise ValueError(f"R1 every must be >= 1, got {every!r}")
+        self.gamma, self.every = float(gamma), int(every)
 
-    def __call__(self, step: DiscriminatorPass):
+    def penalty(self, step: DiscriminatorPass):
         grads = ops.cast(step.real_gradients(), "float32")
         grads = ops.reshape(grads, (ops.shape(grads)[0], -1))
         return 0.5 * self.gamma * ops.mean(ops.sum(ops.square(grads), axis=1))
 
+    def __call__(self, step: DiscriminatorPass):
+        if self.every == 1:
+            return self.penalty(step)
+        return tf.cond(tf.equal(step.iteration % self.every, 0),
+                       lambda: float(self.every) * self.penalty(step),
+                       lambda: tf.constant(0.0, tf.float32))
+
     def get_config(self):
-        return {"gamma": self.gamma}
+        return {"gamma": self.gamma, "every": self.every}
 
     @classmethod
     def from_config(cls, config):
@@ -257,7 +271,7 @@ class GradientPenalty:
 
 def penalties_from(train) -> list:
     """The penalties the ``[train]`` settings switch on."""
-    penalties = [R1(train.r1_gamma)] if train.r1_gamma > 0 else []
+    penalties = [R1(train.r1_gamma, train.r1_every)] if train.r1_gamma > 0 else []
     if train.gp_weight > 0:
         penalties.append(GradientPenalty(train.gp_weight))
     return penalties

@@ -13,7 +13,9 @@ from keras import ops
 from gan_pipeline import config, losses
 from gan_pipeline.errors import UserError
 from gan_pipeline.factory import build_gan
-from gan_pipeline.losses import GradientPenalty, Hinge, LeastSquares, Wasserstein
+from gan_pipeline.families import get as family
+from gan_pipeline.gan import GAN
+from gan_pipeline.losses import R1, GradientPenalty, Hinge, LeastSquares, Wasserstein
 from gan_pipeline.run import train
 from tests.helpers import TINY, TempWorkdir
 from tests.test_gan import changed, snapshot
@@ -119,6 +121,26 @@ class GradientPenaltyTest(tf.test.TestCase):
             GradientPenalty(0.0)
 
 
+class LazyR1Test(tf.test.TestCase):
+    def test_every_kth_step_carries_k_times_the_penalty_the_others_none(self):
+        # A linear D has the input gradient w everywhere: R1 is gamma / 2 * |w|^2.
+        keras.utils.set_random_seed(0)
+        g, _ = family("gaussian_1d").build((6,), **TINY["gaussian_1d"])
+        d = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+        gan = GAN(g, d, noise="uniform", seed=0)
+        gan.compile(d_optimizer=keras.optimizers.SGD(0.0), g_optimizer=keras.optimizers.SGD(0.0),
+                    penalties=[R1(2.0, every=3)])
+        full = 0.5 * 2.0 * float(np.sum(d.layers[-1].kernel.numpy() ** 2))
+        real = tf.constant(np.random.default_rng(0).normal(4, 1.25, (5, 6)), tf.float32)
+        added = []
+        for _ in range(6):
+            d_loss, step = gan.discriminator_step(real)
+            added.append(float(d_loss) - float(gan.loss_fn.discriminator(step.real_logits,
+                                                                         step.fake_logits)))
+        self.assertAllClose(added, [3 * full, 0, 0, 3 * full, 0, 0], rtol=1e-5, atol=1e-6)
+        self.assertEqual(R1.from_config(R1(2.0, every=3).get_config()).every, 3)
+
+
 class LossTrainingTest(tf.test.TestCase):
     def test_wasserstein_needs_the_gradient_penalty(self):
         with self.assertRaisesRegex(UserError, r"train.loss = 'wasserstein' needs "
@@ -132,7 +154,8 @@ class LossTrainingTest(tf.test.TestCase):
             for precision in ("float32", "mixed_bfloat16", "mixed_float16"):
                 with self.subTest(loss=loss, precision=precision):
                     cfg = tiny_cfg("dcgan", f"train.loss={loss}", "train.gp_weight=10",
-                                   "train.r1_gamma=1", f"train.precision={precision}")
+                                   "train.r1_gamma=1", "train.r1_every=2",
+                                   f"train.precision={precision}")
                     gan = build_gan(cfg, SHAPES["dcgan"])
                     ds = tf.data.Dataset.from_tensor_slices(real_batch(SHAPES["dcgan"], 32))
                     history = gan.fit(ds.batch(16), epochs=1, verbose=0).history
