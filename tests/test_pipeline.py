@@ -258,10 +258,15 @@ class DistributedTuningTest(tf.test.TestCase):
             procs = {}
             for tuner_id in ("chief", "tuner0", "tuner1"):
                 env = {**base, "KERASTUNER_TUNER_ID": tuner_id}
-                procs[tuner_id] = subprocess.Popen(
-                    args + sets, env=env, cwd=work.path, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, text=True)
-            outs = {k: p.communicate(timeout=600)[0] for k, p in procs.items()}
+                # output to a file each: waiting on one process while another's unread pipe
+                # fills would block them both
+                with open(work.path / f"{tuner_id}.log", "w") as log:
+                    procs[tuner_id] = subprocess.Popen(
+                        args + sets, env=env, cwd=work.path, stdout=log,
+                        stderr=subprocess.STDOUT, text=True)
+            for proc in procs.values():
+                proc.wait(timeout=600)
+            outs = {k: (work.path / f"{k}.log").read_text() for k in procs}
             for tuner_id, proc in procs.items():
                 self.assertEqual(proc.returncode, 0, f"{tuner_id}:\n{outs[tuner_id][-3000:]}")
             mlflow.set_tracking_uri(work.uri)  # artifacts below are read through it

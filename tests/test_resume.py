@@ -93,9 +93,12 @@ class ProcessFaultsTest(tf.test.TestCase):
             "--set", "tracking.log_model=false", "--set", "eval.n_samples=200"]
 
     def start(self, work, *extra):
+        """The training process, its output going to files: an unread pipe fills (64 KiB of
+        progress bar on a loaded machine) and blocks the process before it checkpoints."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        return subprocess.Popen([SCRIPT, *self.ARGS, *extra], cwd=work.path, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with open(work.path / "stdout.txt", "w") as out, open(work.path / "stderr.txt", "w") as err:
+            return subprocess.Popen([SCRIPT, *self.ARGS, *extra], cwd=work.path, env=env,
+                                    stdout=out, stderr=err, text=True)
 
     def wait_for_epoch(self, work, proc, epoch, timeout=900, mid_epoch=False):
         """The first checkpoint with ``epoch`` epochs done (and, with ``mid_epoch``, taken
@@ -144,7 +147,8 @@ class ProcessFaultsTest(tf.test.TestCase):
             proc = self.start(work)
             state = self.wait_for_epoch(work, proc, 1)
             proc.send_signal(sig)
-            _, err = proc.communicate(timeout=120)
+            proc.wait(timeout=120)
+            err = (work.path / "stderr.txt").read_text()
             self.assertEqual(proc.returncode, 130, err[-2000:])
             self.assertIn("marked KILLED", err)
             self.assertIn("--resume", err.strip().splitlines()[-1])
