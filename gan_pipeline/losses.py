@@ -32,13 +32,13 @@ import tensorflow as tf
 from keras import ops
 
 
-def _bce(logits, target: float):
-    logits = ops.cast(logits, "float32")
-    return ops.mean(ops.binary_crossentropy(ops.full_like(logits, target), logits, from_logits=True))
-
-
 def _f32(x):
     return ops.cast(x, "float32")
+
+
+def _bce(logits, target: float):
+    logits = _f32(logits)
+    return ops.mean(ops.binary_crossentropy(ops.full_like(logits, target), logits, from_logits=True))
 
 
 class GANLoss:
@@ -83,8 +83,8 @@ class SigmoidLoss(GANLoss):
         return _bce(real_logits, self.label_smoothing) + _bce(fake_logits, 0.0)
 
     def metrics(self, real_logits, fake_logits) -> dict:
-        return {"d_real": ops.mean(ops.sigmoid(ops.cast(real_logits, "float32"))),
-                "d_fake": ops.mean(ops.sigmoid(ops.cast(fake_logits, "float32")))}
+        return {"d_real": ops.mean(ops.sigmoid(_f32(real_logits))),
+                "d_fake": ops.mean(ops.sigmoid(_f32(fake_logits)))}
 
 
 @keras.saving.register_keras_serializable(package="gan_pipeline")
@@ -101,7 +101,7 @@ class Minimax(SigmoidLoss):
 
     def generator(self, fake_logits):
         # log(1 - sigmoid(l)) == -softplus(l); minimising it pushes the fake logits up.
-        return -ops.mean(ops.softplus(ops.cast(fake_logits, "float32")))
+        return -ops.mean(ops.softplus(_f32(fake_logits)))
 
 
 class ScoreLoss(GANLoss):
@@ -109,9 +109,6 @@ class ScoreLoss(GANLoss):
     scores on the real and fake batch."""
 
     metric_names = ("score_real", "score_fake")
-
-    def __init__(self):
-        pass
 
     def metrics(self, real_logits, fake_logits) -> dict:
         return {"score_real": ops.mean(_f32(real_logits)),
@@ -218,7 +215,7 @@ class R1:
         self.gamma, self.every = float(gamma), int(every)
 
     def penalty(self, step: DiscriminatorPass):
-        grads = ops.cast(step.real_gradients(), "float32")
+        grads = _f32(step.real_gradients())
         grads = ops.reshape(grads, (ops.shape(grads)[0], -1))
         return 0.5 * self.gamma * ops.mean(ops.sum(ops.square(grads), axis=1))
 
