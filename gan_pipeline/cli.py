@@ -60,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
                    help="conditional generators: the class to make, by index or name "
                         "(default: the samples spread evenly over the classes, a .png shows "
                         "one row per class)")
+    s.add_argument("--truncation", type=float, default=None, metavar="T",
+                   help="the truncation trick at this threshold instead of the one saved in "
+                        "the generator (0 = off; normal-noise generators)")
     s.add_argument("--tracking-uri", default="",
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then ./mlflow.db)")
     e = sub.add_parser("evaluate", help="quality figures of a trained generator, as JSON")
@@ -73,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
                         "else MNIST for images and N(4, 1.25) for 1-D)")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a data setting, e.g. data.dataset=fashion_mnist")
+    e.add_argument("--truncation", type=float, default=None, metavar="T",
+                   help="the truncation trick at this threshold instead of the one saved in "
+                        "the generator (0 = off; normal-noise generators)")
     e.add_argument("--tracking-uri", default="", help="MLflow tracking URI")
     return p
 
@@ -101,7 +107,8 @@ def run_sample(args) -> None:
     from gan_pipeline import kinds, sampling
 
     sampling.check_out(args.out)
-    generator = sampling.load_generator(args.model, args.tracking_uri)
+    generator = sampling.with_truncation(sampling.load_generator(args.model, args.tracking_uri),
+                                         args.truncation)
     samples, labels = sampling.sample_with_labels(generator, args.n, seed=args.seed,
                                                   label=args.label)
     spec = kinds.spec_of(generator)
@@ -148,6 +155,8 @@ def run_evaluate(args) -> None:
     run_id = sampling.run_id_of(args.model)
     cfg = _evaluation_config(args, generator, run_id)
     judge = data.open_source(cfg).evaluator(args.n, args.seed, cfg.eval.collapse_max_share)
+    if args.truncation is not None:  # a what-if: its figures are printed, not logged
+        generator, run_id = sampling.with_truncation(generator, args.truncation), None
     result = evaluation.report(judge, generator, args.model)
     if run_id:
         tracking.log_evaluation(run_id, result)

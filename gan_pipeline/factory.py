@@ -61,6 +61,7 @@ def build_gan(cfg, shape: tuple[int, ...], total_batches: int = 0,
                                       family=family.name,
                                       data=data_spec if data_spec is not None else
                                       cfg.data.to_dict(), class_names=classes or None)
+        generator = kinds.with_truncation(generator, cfg.model.truncation)
         gan = GAN(generator, discriminator, noise=family.noise, seed=cfg.seed,
                   ema_decay=t.ema_decay, track_moments=family.kind.track_moments,
                   num_classes=len(classes), label_probs=label_probs,

@@ -8,10 +8,16 @@ Every generator this package saves carries a ``GeneratorSpec`` layer: an identit
 whose config records how to sample it (the noise distribution), its kind, its family and the
 data settings it was trained on. ``sample`` and ``evaluate`` read these facts from the saved
 model (``spec_of``), never from its name.
+
+A generator of normal noise may also carry a ``Truncation`` layer on its ``z`` (the truncation
+trick, ``model.truncation``): at inference it maps N(0, 1) noise onto N(0, 1) truncated to
+[-t, t], so whoever feeds the saved model standard normal noise (``sample``, ``evaluate``, the
+MLflow model, a served endpoint) gets the same truncated samples; training sees plain noise.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -125,6 +131,67 @@ def attach_spec(generator: keras.Model, **spec: Any) -> keras.Model:
     return keras.Model(inputs, out, name=generator.name)
 
 
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class Truncation(keras.layers.Layer):
+    """The truncation trick on a generator's N(0, 1) noise, at inference only.
+
+    With ``threshold`` t > 0 each value z becomes ``Phi^-1(Phi(-t) + Phi(z) (Phi(t) - Phi(-t)))``:
+    a monotone map that turns N(0, 1) into N(0, 1) truncated to [-t, t] (the same law as
+    BigGAN's resampling, without a loop), so a smaller t trades diversity for fidelity. In
+    training (``training=True``) and with t = 0 it is the identity.
+    """
+
+    def __init__(self, threshold: float = 0.0, **kwargs):
+        kwargs["dtype"] = "float32"  # the map's tails need float32 under any mixed policy
+        super().__init__(**kwargs)
+        if not threshold >= 0:
+            raise ValueError(f"Truncation: threshold must be >= 0, got {threshold!r}")
+        self.threshold = float(threshold)
+
+    def call(self, z, training=None):
+        if training or self.threshold == 0:
+            return z
+        half = np.float32(np.sqrt(0.5))
+        low = 0.5 * (1.0 + math.erf(-self.threshold * half))  # Phi(-t)
+        u = 0.5 * (1.0 + keras.ops.erf(z * half))  # Phi(z), uniform on (0, 1)
+        p = low + u * (1.0 - 2.0 * low)  # uniform on (Phi(-t), Phi(t))
+        out = keras.ops.erfinv(2.0 * p - 1.0) / half
+        return keras.ops.clip(out, -self.threshold, self.threshold)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
+
+
+def truncation_of(generator: keras.Model) -> float:
+    """The truncation threshold saved in ``generator`` (0: none)."""
+    return next((layer.threshold for layer in generator.layers
+                 if isinstance(layer, Truncation)), 0.0)
+
+
+def with_truncation(generator: keras.Model, threshold: float) -> keras.Model:
+    """``generator`` (its layers and weights, shared) whose noise is truncated at
+    ``threshold`` (0: plain N(0, 1)): its ``Truncation`` layer replaced, or one added on z."""
+    if any(isinstance(layer, Truncation) for layer in generator.layers):
+        return keras.models.clone_model(
+            generator, clone_function=lambda layer: (
+                Truncation(threshold, name=layer.name) if isinstance(layer, Truncation)
+                else layer))
+    if threshold == 0:
+        return generator
+    # The layer goes in front of z; the generator's own graph is called on its output (a
+    # nested model), its GeneratorSpec attached again on the outside.
+    spec = next(layer for layer in generator.layers if isinstance(layer, GeneratorSpec))
+    inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name)
+              for x in generator.inputs]
+    fed = [Truncation(threshold, name="truncation")(inputs[0]), *inputs[1:]]
+    out = generator(fed if len(fed) > 1 else fed[0])
+    out = GeneratorSpec.from_config({**spec.get_config(), "name": "spec"})(out)
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], out, name=generator.name)
+
+
 # Generators saved before the spec existed (gan-pipeline 0.1) were named "<family>_generator";
 # their noise was the family's and the 1-D ones were trained on N(4, 1.25). Kept in this one
 # place so that earlier runs still sample and evaluate.
@@ -136,14 +203,16 @@ def spec_of(generator: keras.Model, what: str = "the model") -> dict[str, Any]:
     for layer in generator.layers:
         if isinstance(layer, GeneratorSpec):
             return {"noise": layer.noise, "kind": layer.kind, "family": layer.family,
-                    "data": dict(layer.data), "class_names": layer.class_names}
+                    "data": dict(layer.data), "class_names": layer.class_names,
+                    "truncation": truncation_of(generator)}
     name = getattr(generator, "name", "")
     if name.endswith("_generator") and len(generator.inputs) == 1:
         vectors = len(generator.output_shape) == 2
         data = {"dataset": "gaussian_1d", "n_points": generator.output_shape[1]} if vectors else {}
         return {"noise": "uniform" if name in _LEGACY_UNIFORM else "normal",
                 "kind": "vectors" if vectors else "images",
-                "family": name.removesuffix("_generator"), "data": data, "class_names": None}
+                "family": name.removesuffix("_generator"), "data": data, "class_names": None,
+                "truncation": 0.0}
     raise UserError(f"{what} is not a gan-pipeline generator: it has no GeneratorSpec layer "
                     f"(a Keras model named {name!r} with inputs {generator.input_shape}); "
                     "give a generator logged by `gan-pipeline train` (its run id, "

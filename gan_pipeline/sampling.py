@@ -6,6 +6,7 @@ How to sample a generator (its noise, its classes if conditional) and what its s
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -74,6 +75,21 @@ def _load(model: str, tracking_uri: str) -> keras.Model:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"could not load MLflow model {model!r} from {tracking.redact(uri)}: "
                         f"{tracking.redact(first)}") from None
+
+
+def with_truncation(generator: keras.Model, threshold: float | None) -> keras.Model:
+    """``generator`` sampled with the truncation trick at ``threshold`` (``--truncation``;
+    None: as saved)."""
+    if threshold is None:
+        return generator
+    if not (math.isfinite(threshold) and 0 <= threshold <= 10):
+        raise UserError(f"--truncation {threshold} is not valid: expected a number from 0 (off) "
+                        "to 10")
+    noise_kind = kinds.spec_of(generator)["noise"]
+    if threshold and noise_kind != "normal":
+        raise UserError(f"--truncation needs a generator of normal noise; this one takes "
+                        f"{noise_kind} noise")
+    return kinds.with_truncation(generator, threshold)
 
 
 def run_id_of(model: str) -> str | None:

@@ -147,12 +147,15 @@ def run_link(run) -> str:
 
 
 def log_evaluation(run_id: str, result: dict) -> None:
-    """Add a full evaluation to a finished run: ``quality/<figure>`` metrics and the JSON.
+    """Add a full evaluation to a finished run: ``quality/<figure>`` metrics (and
+    ``quality_untruncated/<figure>`` for a truncated generator) and the JSON.
     Through the client, without reopening the run: whatever happens meanwhile (Ctrl-C, a
     crash), a FINISHED run stays FINISHED."""
     client = mlflow.MlflowClient()
-    metrics = [mlflow.entities.Metric(f"quality/{k}", float(v), mlflow_timestamp(), 0)
-               for k, v in result["figures"].items() if isinstance(v, (int, float))]
+    metrics = [mlflow.entities.Metric(f"{prefix}/{k}", float(v), mlflow_timestamp(), 0)
+               for prefix, key in (("quality", "figures"),
+                                   ("quality_untruncated", "figures_without_truncation"))
+               for k, v in result.get(key, {}).items() if isinstance(v, (int, float))]
     client.log_batch(run_id, metrics=metrics)
     client.log_dict(run_id, result, "evaluation.json")
 

@@ -78,6 +78,10 @@ def _check_kinds(cfg: dict) -> None:
     if cfg["train"]["augment"] and not family.kind.augments:
         raise UserError(f"train.augment = {cfg['train']['augment']!r} transforms images, but "
                         f"model.name = {family.name!r} makes {family.kind.name}; use []")
+    if cfg["model"]["truncation"] and family.noise != "normal":
+        raise UserError(f"model.truncation = {cfg['model']['truncation']} needs a generator of "
+                        f"normal noise; model.name = {family.name!r} takes {family.noise} noise "
+                        "(use 0)")
     loss = losses.LOSSES[cfg["train"]["loss"]]
     for key, why in loss.needs.items():
         if not cfg["train"][key] > 0:

@@ -170,6 +170,9 @@ SCHEMA: dict[str, Any] = {
     },
     "model": {
         "name": Field(str, "dcgan", choices=_families),
+        "truncation": Field(float, 0.0, min=0, max=10,
+                            help="truncation trick: the saved generator maps its N(0, 1) noise "
+                                 "onto N(0, 1) cut at +-t when sampling (0 = off)"),
         # plus the hyperparameters of the chosen family (gan_pipeline.families)
     },
     "train": {
@@ -322,12 +325,15 @@ class Section:
         return self._values.items()
 
 
+MODEL_SETTINGS = ("name", "truncation")  # the [model] keys that are not family hyperparameters
+
+
 class Config(Section):
     """A validated pipeline config (see ``gan_pipeline.config.load``)."""
 
     def hyperparameters(self) -> dict[str, Any]:
         """The chosen family's hyperparameters (``[model]`` without ``name``)."""
-        return {k: v for k, v in self.model.to_dict().items() if k != "name"}
+        return {k: v for k, v in self.model.to_dict().items() if k not in MODEL_SETTINGS}
 
     def training_part(self) -> dict[str, Any]:
         """The settings without the pipeline-only ones: what a training run logs and resumes by."""

@@ -45,8 +45,14 @@ def check_kind(generator, kind: kinds.Kind) -> None:
 
 def report(evaluator, generator, model: str) -> dict:
     """The full evaluation of ``generator`` (named ``model``) as one JSON-ready dict: the
-    settings, the figures and the real-vs-real floor beside them."""
-    conditional = kinds.spec_of(generator)["class_names"] is not None
-    floor = evaluator.floor(labelled=True) if conditional else evaluator.floor()
-    return {"model": model, "n": evaluator.n, "seed": evaluator.seed, **evaluator.describe(),
-            "figures": evaluator(generator), "real_vs_real_floor": floor}
+    settings, the figures and the real-vs-real floor beside them. A generator saved with the
+    truncation trick is judged as saved (``figures``) and without it
+    (``figures_without_truncation``)."""
+    spec = kinds.spec_of(generator)
+    floor = evaluator.floor(labelled=True) if spec["class_names"] is not None else evaluator.floor()
+    result = {"model": model, "n": evaluator.n, "seed": evaluator.seed, **evaluator.describe(),
+              "truncation": spec["truncation"], "figures": evaluator(generator)}
+    if spec["truncation"]:  # the same generator and noise, the truncation trick off
+        result["figures_without_truncation"] = evaluator(kinds.with_truncation(generator, 0))
+    result["real_vs_real_floor"] = floor
+    return result
