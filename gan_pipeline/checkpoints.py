@@ -73,7 +73,7 @@ def save(directory: Path, gan, state: dict) -> Path:
     manager = tf.train.CheckpointManager(_trackable(gan), str(run_folder), max_to_keep=2)
     # Numbered by optimizer steps, which only grow: a new checkpoint never overwrites the one
     # state.json points to. With no step since the run's last save, the weights are that one.
-    number = int(gan.d_optimizer.iterations)
+    number = int(gan.d_optimizer.iterations.numpy())
     try:
         latest = manager.latest_checkpoint
         if latest and latest.endswith(f"-{number}"):

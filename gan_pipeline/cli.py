@@ -167,11 +167,21 @@ def run_evaluate(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _quiet_tensorflow()
-    if os.environ.get("TF_CONFIG"):  # collective ops must be set up before any other TF work
-        from gan_pipeline import distribute
-
-        distribute.strategy()
     from gan_pipeline.errors import UserError
+
+    try:
+        if os.environ.get("TF_CONFIG"):
+            if args.command != "train":
+                raise UserError(f"`gan-pipeline {args.command}` does not run under TF_CONFIG: "
+                                "train multi-worker with `gan-pipeline train --config FILE` on "
+                                "every worker, then run the other stages on one machine without "
+                                "TF_CONFIG (docs/scale.md)")
+            from gan_pipeline import distribute
+
+            distribute.strategy()  # collective ops must be set up before any other TF work
+    except UserError as exc:
+        print(f"gan-pipeline: error: {exc}", file=sys.stderr)
+        return 2
     from gan_pipeline.run import TrainingStopped
 
     try:
@@ -182,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainingStopped as exc:
         print(f"gan-pipeline: {exc}", file=sys.stderr)
+        if exc.reason == "worker lost":
+            # Everything is recorded; TensorFlow's shutdown would wait on the broken cluster.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         return 130 if exc.reason == "interrupted" else 1
     except KeyboardInterrupt:  # outside training (which stops cleanly itself), e.g. a search
         print("gan-pipeline: interrupted. Run the same command again to continue: finished "

@@ -32,10 +32,63 @@ def strategy() -> tf.distribute.Strategy:
     """The strategy for this process: multi-worker, multi-GPU or the default one. (With
     ``TF_CONFIG``, call it at program start, before TensorFlow runs any op: the CLI does.)"""
     if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # A collective that waits longer than this fails instead of hanging (a dead worker is
+        # usually seen sooner, by the coordination service's heartbeats).
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=collective_timeout())
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+TIMEOUT_ENV = "GAN_PIPELINE_COLLECTIVE_TIMEOUT"
+
+
+def collective_timeout() -> float:
+    """Seconds a multi-worker collective may wait for the other workers ($GAN_PIPELINE_
+    COLLECTIVE_TIMEOUT, default 600: long enough for the chief's evaluation between epochs)."""
+    text = os.environ.get(TIMEOUT_ENV, "600")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 1 <= value <= 86_400:
+        from gan_pipeline.errors import UserError
+
+        raise UserError(f"${TIMEOUT_ENV} = {text!r} is not valid: expected seconds from 1 to "
+                        "86400")
+    return value
+
+
+def task_index() -> int:
+    """This worker's index in ``TF_CONFIG`` (0 without one)."""
+    return int((json.loads(os.environ.get("TF_CONFIG") or "{}").get("task") or {})
+               .get("index", 0))
+
+
+def worker_addresses() -> list[str]:
+    """The ``host:port`` of every task in ``TF_CONFIG``'s cluster, chief first."""
+    cluster = (json.loads(os.environ.get("TF_CONFIG") or "{}")).get("cluster") or {}
+    return [address for kind in ("chief", "worker") for address in cluster.get(kind, [])]
+
+
+def weight_spread(variables) -> float:
+    """The largest difference between workers in any variable's sum or sum of squares (0 when
+    every worker holds the same weights, as it should after a multi-worker run; 0 on one)."""
+    if not multi_worker():
+        return 0.0
+    current = strategy()
+
+    @tf.function
+    def checksums():
+        local = tf.stack([tf.reduce_sum(tf.cast(v, tf.float64) ** p)
+                          for v in variables for p in (1, 2)])
+        every = tf.distribute.get_replica_context().all_gather(local[None], axis=0)
+        return tf.reduce_max(tf.reduce_max(every, 0) - tf.reduce_min(every, 0))
+
+    result = current.experimental_local_results(current.run(checksums))[0]
+    return float(result.numpy())
 
 
 def is_chief() -> bool:
@@ -47,6 +100,23 @@ def is_chief() -> bool:
         return True
     return task.get("type") == "worker" and task.get("index", 0) == 0 \
         and "chief" not in config.get("cluster", {})
+
+
+def multi_worker() -> bool:
+    """Whether this process trains as one worker of several (``TF_CONFIG`` set)."""
+    return bool(os.environ.get("TF_CONFIG")) and isinstance(
+        strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def step_logs(logs: dict) -> dict:
+    """A train step's scalar logs as ``fit`` can reduce them under any strategy. Keras 3 averages
+    a multi-worker step's outputs with ``strategy.reduce("MEAN", v, axis=0)``, which fails on
+    scalars ("Invalid reduction dimension 0 for input with 0 dimensions", tensorflow#72388);
+    there each value goes out as shape (1,), and the reduction gives back the scalar mean over
+    the workers."""
+    if not multi_worker():
+        return logs
+    return {name: tf.reshape(value, (1,)) for name, value in logs.items()}
 
 
 def replicas() -> int:

@@ -104,27 +104,38 @@ class GAN(keras.Model):
             seed = seed + ops.cast(ops.stack([0, replica.replica_id_in_sync_group]), seed.dtype)
         return seed
 
+    def _replica_part(self, draw, batch_size):
+        """``draw(n)`` for this replica's ``batch_size`` rows. Under tf.distribute every replica
+        draws the global batch from the shared seed stream and keeps its own slice, so N
+        replicas train on the same noise (and fake labels) as one device on the whole batch."""
+        replica = tf.distribute.get_replica_context()
+        n = replica.num_replicas_in_sync if replica is not None else 1
+        if n == 1:
+            return draw(batch_size)
+        start = ops.cast(replica.replica_id_in_sync_group, "int32") * batch_size
+        return draw(batch_size * n)[start:start + batch_size]
+
     def sample_labels(self, batch_size):
         """Class labels ``(batch, 1)`` int32 for fake samples."""
-        seed = self._replica_seed()
-        if self.label_probs is None:
-            return tf.random.stateless_uniform((batch_size, 1), seed, 0, self.num_classes,
-                                               dtype=tf.int32)
-        logits = tf.math.log(tf.constant([self.label_probs], tf.float32))
-        drawn = tf.random.stateless_categorical(logits, batch_size, seed, dtype=tf.int32)
-        return tf.reshape(drawn, (-1, 1))
+        def draw(n):
+            seed = self.seed_generator.next()
+            if self.label_probs is None:
+                return tf.random.stateless_uniform((n, 1), seed, 0, self.num_classes,
+                                                   dtype=tf.int32)
+            logits = tf.math.log(tf.constant([self.label_probs], tf.float32))
+            drawn = tf.random.stateless_categorical(logits, n, seed, dtype=tf.int32)
+            return tf.reshape(drawn, (-1, 1))
+
+        return self._replica_part(draw, batch_size)
 
     def sample_noise(self, batch_size):
-        shape = (batch_size, *self.latent_shape)
-        replica = tf.distribute.get_replica_context()
-        if replica is not None and replica.num_replicas_in_sync > 1:
-            seed = self._replica_seed()
+        def draw(n):
+            shape = (n, *self.latent_shape)
             if self.noise == "uniform":
-                return tf.random.stateless_uniform(shape, seed, 0.0, 1.0)
-            return tf.random.stateless_normal(shape, seed)
-        if self.noise == "uniform":
-            return keras.random.uniform(shape, 0.0, 1.0, seed=self.seed_generator)
-        return keras.random.normal(shape, seed=self.seed_generator)
+                return keras.random.uniform(shape, 0.0, 1.0, seed=self.seed_generator)
+            return keras.random.normal(shape, seed=self.seed_generator)
+
+        return self._replica_part(draw, batch_size)
 
     @property
     def sampler(self):
@@ -236,7 +247,8 @@ class GAN(keras.Model):
             values["gen_std"] = ops.std(generated)
         for name, value in values.items():
             self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return distribute.step_logs({name: tracker.result()
+                                     for name, tracker in self.trackers.items()})
 
     # -- serialisation -------------------------------------------------------------------------
 

@@ -9,8 +9,11 @@ reached. The GAN is built under ``distribute.strategy()``: one device, several G
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import mlflow
@@ -33,7 +36,7 @@ class Result:
 
 
 class TrainingStopped(Exception):
-    """Training ended early: ``reason`` is "interrupted", "diverged" or "collapsed"."""
+    """Training ended early: ``reason`` is "interrupted", "diverged", "collapsed" or "worker lost"."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -79,6 +82,8 @@ def _params(cfg, gan: GAN, source, strategy, steps: int) -> dict:
     })
     if source.class_names is not None:
         params["resolved.classes"] = len(source.class_names)
+    if distribute.multi_worker():
+        params["resolved.workers"] = distribute.worker_addresses()
     return params
 
 
@@ -91,13 +96,10 @@ def train(cfg, verbose: int | str = 1, resume: bool = False, resume_command: str
     nests the run (the pipeline's train stage); ``tags`` are set on it. One process at a time
     trains into a checkpoint folder.
     """
-    if not distribute.is_chief():
-        # Multi-worker training: every worker runs this, only the chief records. The others
-        # log to a private throwaway store and folder (their copies of the same weights).
-        scratch = tempfile.mkdtemp(prefix="gan-pipeline-worker-")
-        cfg = cfg.replace({"tracking.uri": f"sqlite:///{scratch}/mlflow.db",
-                           "tracking.checkpoint_dir": scratch, "tracking.log_model": False})
-        print(f"note: not the chief worker; logging to {scratch} (discarded)", flush=True)
+    chief = distribute.is_chief()
+    if distribute.multi_worker() and cfg.eval.stop_on_collapse:
+        raise UserError("eval.stop_on_collapse is not available in multi-worker training: the "
+                        "chief alone evaluates, and a stop must reach every worker; set it false")
     tracking.check_reachable(tracking.tracking_uri(cfg.tracking.uri))
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
@@ -105,12 +107,37 @@ def train(cfg, verbose: int | str = 1, resume: bool = False, resume_command: str
     if source is None:
         source = data.open_source(cfg)  # bad data fails here, before anything is written
     directory = checkpoints.folder(cfg.tracking.checkpoint_dir, cfg.name)
-    with checkpoints.exclusive(directory):
-        return _train(cfg, source, directory, verbose, resume, resume_command, parent_run_id,
-                      tags)
+    if chief:
+        with checkpoints.exclusive(directory):
+            return _train(cfg, source, directory, directory, verbose, resume, resume_command,
+                          parent_run_id, tags)
+    # Another worker of a multi-worker run: the same steps on its part of each batch, but the
+    # chief alone evaluates and records. It resumes from the chief's checkpoint folder (shared,
+    # as TensorFlow's multi-worker guide has it), writes its own checkpoints (every worker
+    # takes part in a save) and its MLflow calls to a folder of its own, removed at the end.
+    _remove_dead_workers_folders()
+    scratch = Path(tempfile.mkdtemp(prefix=f"{WORKER_PREFIX}{os.getpid()}-"))
+    try:
+        worker_cfg = cfg.replace({"tracking.uri": f"sqlite:///{scratch}/mlflow.db",
+                                  "tracking.log_model": False, "eval.every_epochs": 0})
+        return _train(worker_cfg, source, directory, scratch, verbose, resume, resume_command,
+                      parent_run_id, tags, checked=cfg)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _resume_state(cfg, directory, resume: bool) -> tuple[dict | None, dict]:
+WORKER_PREFIX = "gan-pipeline-worker-"
+
+
+def _remove_dead_workers_folders() -> None:
+    """The private folders of earlier non-chief workers that were killed (their pid is gone)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{WORKER_PREFIX}*"):
+        pid = path.name.removeprefix(WORKER_PREFIX).split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _resume_state(cfg, directory, resume: bool, chief: bool = True) -> tuple[dict | None, dict]:
     """The checkpoint state a run continues from (None: a new run), and the settings a resume
     changes. Checks what a resume may not do."""
     try:
@@ -120,7 +147,7 @@ def _resume_state(cfg, directory, resume: bool) -> tuple[dict | None, dict]:
             raise
         return None, {}  # a fresh run replaces a corrupt state file (its files stay)
     if not resume:
-        if state is not None:
+        if state is not None and chief:
             print(f"note: starting a new run; the checkpoints of run {state['run_id']} stay in "
                   f"{directory / state['run_id']} (--resume continues the latest run instead)",
                   flush=True)
@@ -130,7 +157,8 @@ def _resume_state(cfg, directory, resume: bool) -> tuple[dict | None, dict]:
         raise UserError(f"nothing to resume: no checkpoint in {directory}; run without "
                         "--resume to start")
     changes = _check_resumable(state["config"], cfg, directory)
-    if state["epoch"] >= cfg.epochs and _run_status(state["run_id"]) in ("FINISHED", None):
+    if state["epoch"] >= cfg.epochs and (not chief or _run_status(state["run_id"]) in
+                                         ("FINISHED", None)):
         raise UserError(f"the run in {directory} already trained {state['epoch']} epochs; "
                         f"to continue it, raise epochs (--set epochs={state['epoch'] + 5})")
     return state, changes
@@ -151,11 +179,15 @@ def _mark_stale(run_id: str) -> None:
               flush=True)
 
 
-def _train(cfg, source, directory, verbose, resume, resume_command, parent_run_id,
-           tags) -> Result:
+def _train(cfg, source, directory, write_directory, verbose, resume, resume_command,
+           parent_run_id, tags, checked=None) -> Result:
+    """The run of ``cfg``, resumed from ``directory``, checkpointed into ``write_directory``.
+    ``checked`` is the user's config when ``cfg`` is a non-chief worker's private copy: the
+    resume rules are checked on it, and the MLflow store is the chief's to check."""
+    chief = checked is None
     tracking.configure(cfg.tracking.uri)
-    state, resume_changes = _resume_state(cfg, directory, resume)
-    if state and _run_status(state["run_id"]) is None:
+    state, resume_changes = _resume_state(checked or cfg, directory, resume, chief)
+    if chief and state and _run_status(state["run_id"]) is None:
         raise UserError(f"the checkpoint in {directory} belongs to MLflow run "
                         f"{state['run_id']}, which is not in "
                         f"{tracking.redact(mlflow.get_tracking_uri())}; point "
@@ -164,8 +196,9 @@ def _train(cfg, source, directory, verbose, resume, resume_command, parent_run_i
     strategy = distribute.strategy()
     with strategy.scope():
         gan = gan_for(cfg, source, total_batches=cfg.epochs * steps)
+        if state:  # (the optimizers' slots are made here: under the strategy)
+            checkpoints.restore(directory, gan, state)
     if state:
-        checkpoints.restore(directory, gan, state)
         if cfg.train.lr_schedule == "constant":
             # The checkpoint brings the optimizers' old learning rates; the config's win
             # (lowering them is the advice after a divergence). A schedule has no such variable:
@@ -182,38 +215,71 @@ def _train(cfg, source, directory, verbose, resume, resume_command, parent_run_i
     classifier_run = tracking.log_classifier(classifier) if classifier is not None else None
     experiment = cfg.tracking.experiment or cfg.name
     mlflow.set_experiment(experiment)
-    run_args = ({"run_id": state["run_id"]} if state
+    run_args = ({"run_id": state["run_id"]} if state and chief
                 else {"run_name": cfg.tracking.run_name or None,
                       "parent_run_id": parent_run_id, "tags": tags})
     with mlflow.start_run(**run_args) as run, fit.control.signals():
-        print(f"MLflow run {run.info.run_id} (experiment {experiment!r}, "
-              f"{tracking.redact(mlflow.get_tracking_uri())})"
-              + (f", resumed after epoch {start_epoch}" if state else "")
-              + (f", step {state['step']}" if state and state.get("step") else ""), flush=True)
-        if state:
+        if chief:
+            print(f"MLflow run {run.info.run_id} (experiment {experiment!r}, "
+                  f"{tracking.redact(mlflow.get_tracking_uri())})"
+                  + (f", resumed after epoch {start_epoch}" if state else "")
+                  + (f", step {state['step']}" if state and state.get("step") else ""),
+                  flush=True)
+        else:
+            print(f"note: worker {distribute.task_index()} of a multi-worker run; the chief "
+                  "records it" + (f" (resumed after epoch {start_epoch})" if state else ""),
+                  flush=True)
+        if state and chief:
             fit.logger.restore(run.info.run_id)
             if resume_changes:  # params are write-once in MLflow; record what a resume changed
                 mlflow.set_tag(f"resumed_at_epoch_{start_epoch}", json.dumps(resume_changes))
-        else:
+        elif chief:
             mlflow.log_params(_params(cfg, gan, source, strategy, steps))
             if classifier_run:
                 mlflow.set_tag("evaluation_classifier_run", classifier_run)
-        checkpointer = Checkpointer(record, directory,
+        checkpointer = Checkpointer(record, write_directory,
                                     {"run_id": run.info.run_id,
                                      "config": tracking.redacted_config(cfg.to_dict())},
                                     every_steps=cfg.tracking.checkpoint_every_steps)
         # (from a run that had trained every epoch, this only does the end-of-run logging)
-        fit.run(cfg.epochs, steps, initial_epoch=start_epoch, verbose=verbose,
-                extra=[checkpointer], done_steps=state.get("step", 0) if state else 0)
+        try:
+            fit.run(cfg.epochs, steps, initial_epoch=start_epoch, verbose=verbose,
+                    extra=[checkpointer], done_steps=state.get("step", 0) if state else 0)
+        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                tf.errors.CancelledError, tf.errors.AbortedError) as exc:
+            if not distribute.multi_worker():
+                raise
+            _worker_lost(run, directory, resume_command, exc, chief)
         finished = record.completed == cfg.epochs and record.reason in (None, "interrupted")
         if not finished:  # a signal after the last step only delays the end-of-run logging
-            _stopped(record, run, directory, resume_command)
+            _stopped(record, run, write_directory, resume_command)
+        if distribute.multi_worker():  # every worker has trained before the chief logs
+            spread = distribute.weight_spread(gan.weights)  # (a collective: a barrier too)
+            mlflow.log_metric("multi_worker/weight_spread", spread)
         model_uri = tracking.log_generator(gan.sampler) if cfg.tracking.log_model else None
-        print(f"Finished MLflow run {run.info.run_id}. To review it, {tracking.run_link(run)}",
-              flush=True)
-        print(f"Samples: gan-pipeline sample --model {run.info.run_id} --n 100 --out samples.png",
-              flush=True)
+        if chief:
+            print(f"Finished MLflow run {run.info.run_id}. To review it, "
+                  f"{tracking.run_link(run)}", flush=True)
+            print(f"Samples: gan-pipeline sample --model {run.info.run_id} --n 100 "
+                  "--out samples.png", flush=True)
     return Result(run.info.run_id, model_uri, record.history, gan)
+
+
+def _worker_lost(run, directory, resume_command: str, exc, chief: bool):
+    """A multi-worker run whose collectives failed (a worker died, or did not answer within
+    the collective timeout): end this worker's part with one clear message."""
+    resume = resume_command or "gan-pipeline train --config <pipeline file> --resume"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    state = checkpoints.read_state(directory)
+    kept = (f"the chief's last checkpoint ({state['epoch']} epochs) is in {directory}"
+            if state else "no checkpoint was written yet")
+    if chief:
+        mlflow.end_run(status="KILLED")
+    raise TrainingStopped("worker lost", (
+        f"another worker of this multi-worker run stopped or stopped answering "
+        f"({type(exc).__name__}: {first[:200]}); {kept}"
+        + (f", MLflow run {run.info.run_id} marked KILLED" if chief else "")
+        + f". Start every worker again with: {resume}"))
 
 
 def _stopped(record: RunRecord, run, directory, resume_command: str):

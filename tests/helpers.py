@@ -59,3 +59,49 @@ class TempWorkdir:
         if self._old_uri is not None:
             os.environ["MLFLOW_TRACKING_URI"] = self._old_uri
         self._tmp.cleanup()
+
+
+class TrackingServer:
+    """``mlflow server`` on a free 127.0.0.1 port, as ``make server`` starts it: a SQLite store
+    and an artifact folder under ``root`` (artifacts go through the server). ``uri`` is its
+    http:// address; the log is ``root/server.log``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        mlflow_cli = str(Path(sys.executable).parent / "mlflow")
+        self._log = open(self.root / "server.log", "w")
+        self._proc = subprocess.Popen(
+            [mlflow_cli, "server", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
+             "--artifacts-destination", str(self.root / "server-artifacts"),
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError("mlflow server exited:\n"
+                                   + (self.root / "server.log").read_text()[-3000:])
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError("mlflow server did not answer within 180 s")
+
+    def __exit__(self, *exc):
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=30)
+        except Exception:
+            self._proc.kill()
+        self._log.close()

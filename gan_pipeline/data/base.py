@@ -82,8 +82,8 @@ class DataSource:
         return [float(c) for c in counts / counts.sum()]
 
     def batches(self, batch_size: int, labels: bool = False) -> tf.data.Dataset:
-        """Shuffled (by the seed), batched, prefetched training batches: samples, or
-        ``(samples, labels)`` with ``labels``. The decoded samples are cached once per source;
+        """Shuffled (by the seed), batched, prefetched training batches of ``batch_size`` (the
+        global batch under any strategy): samples, or ``(samples, labels)`` with ``labels``. The decoded samples are cached once per source;
         each call starts its own shuffle, so the order of a fresh call is the same for the same
         seed, whatever ran before it in this process."""
         check_batch_size(batch_size, self.num_examples, self.label)
@@ -92,7 +92,13 @@ class DataSource:
             self._cached[labels] = ds.cache() if self.settings.cache else ds
         ds = self._cached[labels].shuffle(self.settings.shuffle_buffer, seed=self.seed,
                                           reshuffle_each_iteration=True)
-        return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        # Multi-worker training shards by DATA: every worker builds the same seeded stream of
+        # global batches and keeps its own part of each (tf.data's default, by FILE, fails on
+        # one-file datasets such as MNIST and on generated data).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        ds = ds.batch(batch_size, drop_remainder=True).with_options(options)
+        return ds.prefetch(tf.data.AUTOTUNE)
 
     def real_samples(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` real samples (normalised) for pictures and comparisons."""

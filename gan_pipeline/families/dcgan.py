@@ -10,7 +10,7 @@ from keras import layers
 
 from gan_pipeline.errors import UserError
 from gan_pipeline.families import Family
-from gan_pipeline.families.common import OUT, leaky
+from gan_pipeline.families.common import OUT, batch_norm, leaky
 
 
 def check_shape(shape: tuple[int, ...], name: str) -> None:
@@ -25,11 +25,11 @@ def generator_body(h, shape: tuple[int, ...], hp: dict[str, Any]):
     height, width, channels = shape
     k, slope = hp["kernel_size"], hp["leaky_slope"]
     h = layers.Dense((height // 4) * (width // 4) * hp["g_base_filters"], use_bias=False)(h)
-    h = leaky(slope)(layers.BatchNormalization(momentum=hp["bn_momentum"])(h))
+    h = leaky(slope)(batch_norm(hp["bn_momentum"])(h))
     h = layers.Reshape((height // 4, width // 4, hp["g_base_filters"]))(h)
     h = layers.UpSampling2D()(h)
     h = layers.Conv2D(hp["g_filters"], k, padding="same", use_bias=False)(h)
-    h = leaky(slope)(layers.BatchNormalization(momentum=hp["bn_momentum"])(h))
+    h = leaky(slope)(batch_norm(hp["bn_momentum"])(h))
     h = layers.UpSampling2D()(h)
     return layers.Conv2D(channels, k, padding="same", activation="tanh", dtype=OUT)(h)
 

@@ -12,7 +12,7 @@ import keras
 from keras import layers
 
 from gan_pipeline.families import Family
-from gan_pipeline.families.common import OUT, leaky
+from gan_pipeline.families.common import OUT, batch_norm, leaky
 
 
 def initializer(hp: dict[str, Any]):
@@ -25,7 +25,7 @@ def generator_body(h, shape: tuple[int, ...], hp: dict[str, Any], init):
     for width in hp["g_widths"]:
         h = leaky(hp["leaky_slope"])(layers.Dense(width, kernel_initializer=init)(h))
         if hp["batch_norm"]:
-            h = layers.BatchNormalization(momentum=hp["bn_momentum"])(h)
+            h = batch_norm(hp["bn_momentum"])(h)
     h = layers.Dense(math.prod(shape), activation="tanh", kernel_initializer=init, dtype=OUT)(h)
     return layers.Reshape(shape, dtype=OUT)(h)
 
