@@ -8,6 +8,8 @@
 #   make faults                                     fault scenarios against the real CLI
 #   make bench                                      training-step benchmark vs the tutorial loops
 #   make ui                                         MLflow UI on http://127.0.0.1:5000
+#   make server                                     MLflow tracking server on http://127.0.0.1:5000
+#                                                   (HOST=, PORT=; a team setup: docs/scale.md)
 
 PYTHON   ?= $(shell command -v python3.11 || command -v python3)
 VENV     ?= .venv
@@ -26,7 +28,7 @@ export TFDS_DATA_DIR := $(SHARED_TFDS)
 endif
 endif
 
-.PHONY: install pipeline train test test-fast faults bench ui clean
+.PHONY: install pipeline train test test-fast faults bench ui server clean
 
 install: $(VENV)/.installed
 
@@ -56,6 +58,13 @@ faults: install
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(HOST) --port $(PORT)
+
+# The repo's SQLite store and artifact folder behind a tracking server: clients set
+# MLFLOW_TRACKING_URI=http://HOST:PORT and send artifacts through it. It has no login: keep it on
+# 127.0.0.1, or put it behind authentication before exposing it (docs/scale.md).
+server: install
+	$(BIN)/mlflow server --backend-store-uri sqlite:///mlflow.db --artifacts-destination ./mlruns \
+		--host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -218,6 +218,7 @@ def _train(cfg, source, directory, write_directory, verbose, resume, resume_comm
     run_args = ({"run_id": state["run_id"]} if state and chief
                 else {"run_name": cfg.tracking.run_name or None,
                       "parent_run_id": parent_run_id, "tags": tags})
+    run_args["log_system_metrics"] = chief and cfg.tracking.system_metrics
     with mlflow.start_run(**run_args) as run, fit.control.signals():
         if chief:
             print(f"MLflow run {run.info.run_id} (experiment {experiment!r}, "

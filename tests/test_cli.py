@@ -146,6 +146,25 @@ class TrainAndSampleImagesTest(tf.test.TestCase):
 
 @pytest.mark.integration
 class TrainAndSample1DTest(tf.test.TestCase):
+    def test_training_runs_log_system_metrics_unless_turned_off(self):
+        fast = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.2",
+                "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1"}
+        for on in (True, False):
+            with self.subTest(on=on), TempWorkdir() as work, mock.patch.dict(os.environ, fast):
+                code, _, err = run_cli(
+                    "train", "--config", REPO / "pipelines/gaussian_1d.toml",
+                    "--set", "data.n_points=20", "--set", "data.num_examples=640",
+                    "--set", f"tracking.system_metrics={str(on).lower()}",
+                    *tiny_overrides("gaussian_1d", epochs=3))
+                self.assertEqual(code, 0, err)
+                _, run = only_run(work.uri, "gaussian_1d")
+                system = {k for k in run.data.metrics if k.startswith("system/")}
+                if on:
+                    self.assertIn("system/cpu_utilization_percentage", system)
+                    self.assertIn("system/system_memory_usage_megabytes", system)
+                else:
+                    self.assertEqual(system, set())
+
     def test_1d_run_logs_histograms_and_moments_and_samples_vectors(self):
         with TempWorkdir() as work:
             code, out, err = run_cli("train", "--config", REPO / "pipelines/gaussian_1d.toml",

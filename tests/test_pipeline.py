@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from gan_pipeline import config, tracking, tuning
 from gan_pipeline.pipeline.runner import Pipeline
-from tests.helpers import REPO, TINY, TempWorkdir, free_port
+from tests.helpers import REPO, TINY, TempWorkdir, TrackingServer, free_port
 
 SCRIPT = str(Path(sys.executable).parent / "gan-pipeline")
 
@@ -246,15 +246,14 @@ class TuningTest(tf.test.TestCase):
 @pytest.mark.process
 class DistributedTuningTest(tf.test.TestCase):
     def test_a_chief_and_two_workers_share_one_search(self):
-        with TempWorkdir() as work:
+        # the three processes record to one MLflow tracking server, as a team would
+        with TempWorkdir() as work, TrackingServer(work.path) as server:
             port = str(free_port())
             args = [SCRIPT, "run", str(REPO / "pipelines/gaussian_1d.toml"), "--only", "tune"]
             sets = [a for s in TINY_1D + ["tune.max_trials=4", "stages=['tune']"]
                     for a in ("--set", s)]
-            base = {**os.environ, "MLFLOW_TRACKING_URI": work.uri, "KERASTUNER_ORACLE_IP":
+            base = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "KERASTUNER_ORACLE_IP":
                     "127.0.0.1", "KERASTUNER_ORACLE_PORT": port, "CUDA_VISIBLE_DEVICES": ""}
-            # create the store once: three processes migrating a new SQLite file at once race
-            mlflow.MlflowClient(work.uri).search_experiments()
             procs = {}
             for tuner_id in ("chief", "tuner0", "tuner1"):
                 env = {**base, "KERASTUNER_TUNER_ID": tuner_id}
@@ -269,8 +268,8 @@ class DistributedTuningTest(tf.test.TestCase):
             outs = {k: (work.path / f"{k}.log").read_text() for k in procs}
             for tuner_id, proc in procs.items():
                 self.assertEqual(proc.returncode, 0, f"{tuner_id}:\n{outs[tuner_id][-3000:]}")
-            mlflow.set_tracking_uri(work.uri)  # artifacts below are read through it
-            client = mlflow.MlflowClient(work.uri)
+            mlflow.set_tracking_uri(server.uri)  # artifacts below are read through it
+            client = mlflow.MlflowClient(server.uri)
             experiment = client.get_experiment_by_name("gaussian_1d").experiment_id
             tune = client.search_runs([experiment], "tags.stage = 'tune'")
             self.assertEqual(len(tune), 1)

@@ -226,6 +226,9 @@ SCHEMA: dict[str, Any] = {
         "grid_size": Field(int, 64, min=1, max=4096,
                            help="samples in the per-epoch picture (fixed noise)"),
         "log_model": Field(bool, True, help="log the generator as an MLflow model at the end"),
+        "system_metrics": Field(bool, True,
+                                help="MLflow system metrics of training runs: CPU, memory, disk, "
+                                     "network (GPU with nvidia-ml-py installed)"),
         "checkpoint_dir": Field(str, "checkpoints", nonempty=True,
                                 help="checkpoints go to <checkpoint_dir>/<name>/ every epoch"),
         "checkpoint_every_steps": Field(int, 0, min=0, max=100_000_000,
