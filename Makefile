@@ -10,6 +10,8 @@
 #   make ui                                         MLflow UI on http://127.0.0.1:5000
 #   make server                                     MLflow tracking server on http://127.0.0.1:5000
 #                                                   (HOST=, PORT=; a team setup: docs/scale.md)
+#   make serve MODEL=models:/mnist_dcgan@champion   serve a generator: POST z to
+#                                                   http://127.0.0.1:5001/invocations
 
 PYTHON   ?= $(shell command -v python3.11 || command -v python3)
 VENV     ?= .venv
@@ -17,6 +19,8 @@ PIPELINE ?= pipelines/mnist_dcgan.toml
 ARGS     ?=
 HOST     ?= 127.0.0.1
 PORT     ?= 5000
+SERVE_PORT ?= 5001
+MODEL    ?=
 BIN      := $(VENV)/bin
 
 # Use the prepared datasets next to the checkout when present (offline machines), unless the
@@ -28,7 +32,7 @@ export TFDS_DATA_DIR := $(SHARED_TFDS)
 endif
 endif
 
-.PHONY: install pipeline train test test-fast faults bench ui server clean
+.PHONY: install pipeline train test test-fast faults bench ui server serve clean
 
 install: $(VENV)/.installed
 
@@ -65,6 +69,13 @@ ui: install
 server: install
 	$(BIN)/mlflow server --backend-store-uri sqlite:///mlflow.db --artifacts-destination ./mlruns \
 		--host $(HOST) --port $(PORT)
+
+# Any model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/generator), looked up
+# in $MLFLOW_TRACKING_URI (default: the repo's mlflow.db), served in this project's environment.
+serve: install
+	@test -n "$(MODEL)" || { echo "gan-pipeline: error: make serve needs MODEL=<model URI>, e.g. MODEL=models:/mnist_dcgan@champion" >&2; exit 2; }
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} $(BIN)/mlflow models serve \
+		-m "$(MODEL)" --env-manager local --host $(HOST) --port $(SERVE_PORT)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

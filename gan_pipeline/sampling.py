@@ -69,8 +69,10 @@ def _load(model: str, tracking_uri: str) -> keras.Model:
                             "and did the run finish?") from None
         return keras.models.load_model(local, safe_mode=True, compile=False)
     try:
-        return mlflow.keras.load_model(model, load_model_kwargs={"safe_mode": True,
-                                                                 "compile": False})
+        if "keras" in mlflow.models.get_model_info(model).flavors:  # logged by earlier versions
+            return mlflow.keras.load_model(model, load_model_kwargs={"safe_mode": True,
+                                                                     "compile": False})
+        return mlflow.pyfunc.load_model(model).unwrap_python_model().generator
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"could not load MLflow model {model!r} from {tracking.redact(uri)}: "

@@ -15,6 +15,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -105,12 +106,18 @@ def check_reachable(uri: str) -> None:
 
 
 def log_generator(generator: keras.Model) -> str:
-    """Log ``generator`` as an MLflow model (keras flavour) and as a ``.keras`` artifact.
+    """Log ``generator`` as a ``.keras`` artifact and as an MLflow model that serves it
+    (``gan_pipeline.serving``: a pyfunc with this package's code inside).
 
     Returns the MLflow model URI. The signature is z -> samples, float32 (a conditional
     generator's: z and label, int32, -> samples); the pip requirements are pinned to the running
-    TensorFlow and Keras (the generator uses built-in layers only).
+    TensorFlow, Keras and the libraries this package's layers import.
     """
+    import matplotlib
+    import PIL
+
+    from gan_pipeline import serving
+
     z_shape = (-1, *generator.inputs[0].shape[1:])
     out_shape = (-1, *generator.output_shape[1:])
     inputs = [TensorSpec(np.dtype(np.float32), z_shape, "z")]
@@ -120,16 +127,23 @@ def log_generator(generator: keras.Model) -> str:
         inputs=Schema(inputs),
         outputs=Schema([TensorSpec(np.dtype(np.float32), out_shape, "samples")]),
     )
-    info = mlflow.keras.log_model(
-        generator,
-        name=MODEL_NAME,
-        signature=signature,
-        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
-    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / GENERATOR_FILE
         generator.save(path)
         mlflow.log_artifact(str(path))
+        with warnings.catch_warnings():  # the signature says what goes in; no example needed
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=serving.GeneratorService(),
+                artifacts={"generator": str(path)},
+                code_paths=[str(Path(serving.__file__).parent)],
+                signature=signature,
+                pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}",
+                                  f"numpy=={np.__version__}",
+                                  f"matplotlib=={matplotlib.__version__}",
+                                  f"pillow=={PIL.__version__}"],
+            )
     mlflow.set_tag("generator_model_uri", info.model_uri)
     return info.model_uri
 

@@ -104,10 +104,12 @@ class TrainAndSampleImagesTest(tf.test.TestCase):
         self.assertIn(tracking.GENERATOR_FILE, self.artifacts())
         model_uri = self.mlrun.data.tags["generator_model_uri"]
         model = mlflow.models.Model.load(model_uri)
-        self.assertIn("keras", model.flavors)
+        self.assertIn("python_function", model.flavors)  # served by gan_pipeline.serving
         self.assertEqual(model.signature.inputs.inputs[0].shape, (-1, 8))  # z -> samples
         self.assertEqual(model.signature.outputs.inputs[0].shape, (-1, 28, 28, 1))
         local = Path(mlflow.artifacts.download_artifacts(model_uri))
+        self.assertTrue((local / "artifacts" / tracking.GENERATOR_FILE).is_file())
+        self.assertTrue((local / "code" / "gan_pipeline" / "kinds.py").is_file())
         requirements = (local / "requirements.txt").read_text()
         self.assertIn("tensorflow==", requirements)
         self.assertIn("keras==", requirements)
