@@ -9,8 +9,10 @@ plain ``mlflow ui`` reads when started in the same directory. ``MLFLOW_TRACKING_
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fcntl
+import logging
 import os
 import re
 import tempfile
@@ -105,6 +107,23 @@ def check_reachable(uri: str) -> None:
                             "writable; fix MLFLOW_TRACKING_URI / tracking.uri") from None
 
 
+@contextlib.contextmanager
+def _quiet_model_logging():
+    """MLflow's advice that does not apply to the generator's model: the explicit signature says
+    what goes in (no input example or type hints needed), and the service is pickled as a
+    reference to its class in the code shipped with the model."""
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict`")
+        pyfunc_log.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            pyfunc_log.setLevel(level)
+
+
 def log_generator(generator: keras.Model) -> str:
     """Log ``generator`` as a ``.keras`` artifact and as an MLflow model that serves it
     (``gan_pipeline.serving``: a pyfunc with this package's code inside).
@@ -131,8 +150,7 @@ def log_generator(generator: keras.Model) -> str:
         path = Path(tmp) / GENERATOR_FILE
         generator.save(path)
         mlflow.log_artifact(str(path))
-        with warnings.catch_warnings():  # the signature says what goes in; no example needed
-            warnings.filterwarnings("ignore", message=".*input example was not provided")
+        with _quiet_model_logging():
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
                 python_model=serving.GeneratorService(),
