@@ -135,7 +135,8 @@ def log_generator(generator: keras.Model) -> str:
     import matplotlib
     import PIL
 
-    from gan_pipeline import serving
+    with _quiet_model_logging():  # (MLflow checks a PythonModel's class when it is defined)
+        from gan_pipeline import serving
 
     z_shape = (-1, *generator.inputs[0].shape[1:])
     out_shape = (-1, *generator.output_shape[1:])
