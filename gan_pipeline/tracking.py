@@ -110,13 +110,12 @@ def check_reachable(uri: str) -> None:
 @contextlib.contextmanager
 def _quiet_model_logging():
     """MLflow's advice that does not apply to the generator's model: the explicit signature says
-    what goes in (no input example or type hints needed), and the service is pickled as a
-    reference to its class in the code shipped with the model."""
+    what goes in (no input example needed), and the service is pickled as a reference to its
+    class in the code shipped with the model."""
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_log.level
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*input example was not provided")
-        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict`")
         pyfunc_log.setLevel(logging.ERROR)
         try:
             yield
@@ -135,8 +134,7 @@ def log_generator(generator: keras.Model) -> str:
     import matplotlib
     import PIL
 
-    with _quiet_model_logging():  # (MLflow checks a PythonModel's class when it is defined)
-        from gan_pipeline import serving
+    from gan_pipeline import serving
 
     z_shape = (-1, *generator.inputs[0].shape[1:])
     out_shape = (-1, *generator.output_shape[1:])
