@@ -28,6 +28,10 @@ def _quiet_tensorflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+TRUNCATION_HELP = ("the truncation trick at this threshold instead of the one saved in the "
+                   "generator (0 = off; normal-noise generators)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gan-pipeline", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -61,8 +65,7 @@ def parser() -> argparse.ArgumentParser:
                         "(default: the samples spread evenly over the classes, a .png shows "
                         "one row per class)")
     s.add_argument("--truncation", type=float, default=None, metavar="T",
-                   help="the truncation trick at this threshold instead of the one saved in "
-                        "the generator (0 = off; normal-noise generators)")
+                   help=TRUNCATION_HELP)
     s.add_argument("--tracking-uri", default="",
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then ./mlflow.db)")
     e = sub.add_parser("evaluate", help="quality figures of a trained generator, as JSON")
@@ -77,8 +80,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a data setting, e.g. data.dataset=fashion_mnist")
     e.add_argument("--truncation", type=float, default=None, metavar="T",
-                   help="the truncation trick at this threshold instead of the one saved in "
-                        "the generator (0 = off; normal-noise generators)")
+                   help=TRUNCATION_HELP)
     e.add_argument("--tracking-uri", default="", help="MLflow tracking URI")
     return p
 

@@ -61,15 +61,18 @@ def collective_timeout() -> float:
     return value
 
 
+def _tf_config() -> dict:
+    return json.loads(os.environ.get("TF_CONFIG") or "{}")
+
+
 def task_index() -> int:
     """This worker's index in ``TF_CONFIG`` (0 without one)."""
-    return int((json.loads(os.environ.get("TF_CONFIG") or "{}").get("task") or {})
-               .get("index", 0))
+    return int((_tf_config().get("task") or {}).get("index", 0))
 
 
 def worker_addresses() -> list[str]:
     """The ``host:port`` of every task in ``TF_CONFIG``'s cluster, chief first."""
-    cluster = (json.loads(os.environ.get("TF_CONFIG") or "{}")).get("cluster") or {}
+    cluster = _tf_config().get("cluster") or {}
     return [address for kind in ("chief", "worker") for address in cluster.get(kind, [])]
 
 
@@ -94,7 +97,7 @@ def weight_spread(variables) -> float:
 def is_chief() -> bool:
     """False only for a worker that ``TF_CONFIG`` does not make the chief (index 0, or a
     "chief" task): only the chief logs to MLflow and keeps checkpoints."""
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    config = _tf_config()
     task = config.get("task") or {}
     if task.get("type") in (None, "chief"):
         return True

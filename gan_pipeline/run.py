@@ -43,6 +43,8 @@ class TrainingStopped(Exception):
         self.reason = reason
 
 
+WORKER_PREFIX = "gan-pipeline-worker-"  # the private temp folders of non-chief workers
+
 RESUMABLE = ("epochs", "train.d_learning_rate", "train.g_learning_rate", "eval.",
              "tracking.log_model", "tracking.grid_size", "tracking.checkpoint_every_steps")
 
@@ -124,9 +126,6 @@ def train(cfg, verbose: int | str = 1, resume: bool = False, resume_command: str
                       parent_run_id, tags, checked=cfg)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-WORKER_PREFIX = "gan-pipeline-worker-"
 
 
 def _remove_dead_workers_folders() -> None:
