@@ -227,13 +227,13 @@ class BadInputTest(tf.test.TestCase):
         cluster = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": ' \
                   '"worker", "index": 0}}'
         with mock.patch.dict(os.environ, {"TF_CONFIG": cluster}):
-            self.assertCleanError(["run", "pipelines/gaussian_1d.toml"],
+            self.assertCleanError(["run", REPO / "pipelines/gaussian_1d.toml"],
                                   "does not run under TF_CONFIG", "gan-pipeline train --config")
             self.assertCleanError(["sample", "--model", "g.keras", "--out", "x.npy"],
                                   "does not run under TF_CONFIG")
         with mock.patch.dict(os.environ, {"TF_CONFIG": cluster,
                                           "GAN_PIPELINE_COLLECTIVE_TIMEOUT": "soon"}):
-            self.assertCleanError(["train", "--config", "pipelines/gaussian_1d.toml"],
+            self.assertCleanError(["train", "--config", REPO / "pipelines/gaussian_1d.toml"],
                                   "GAN_PIPELINE_COLLECTIVE_TIMEOUT", "seconds")
 
     def test_sample_errors(self):
