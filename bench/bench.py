@@ -30,8 +30,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from gan_pipeline import config, data, families  # noqa: E402
+from gan_pipeline import config, data, distribute, families  # noqa: E402
 from gan_pipeline.factory import gan_for, resolved_precision  # noqa: E402
+from gan_pipeline.fitting import set_steps_per_execution  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = {"dcgan": "mnist_dcgan.toml", "mlp": "mnist_mlp.toml", "gaussian_1d": "gaussian_1d.toml",
@@ -211,7 +212,10 @@ def main() -> int:
         run_length = (args.repeats + 1) * args.steps
 
         def ours(c):
-            return gan_for(c, source, total_batches=run_length)
+            gan = gan_for(c, source, total_batches=run_length)
+            set_steps_per_execution(gan, distribute.steps_per_execution(
+                c.train.steps_per_execution, args.steps))  # as training resolves it
+            return gan
 
         per_step = {"a": float("nan"), "b": float("nan")}
         if not conditional:  # the tutorial loops are unconditional

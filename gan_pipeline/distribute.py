@@ -160,6 +160,35 @@ def precision(setting: str = "auto", mixed_ok: bool = True) -> str:
     return "mixed_float16" if major >= 7 else "float32"
 
 
+# Batches per compiled call when ``train.steps_per_execution = 0``: on a GPU a small GAN's step
+# takes about a millisecond, and the host's work between calls (callbacks, the progress bar, a
+# sync) would cost as much again; on a CPU the step itself dominates (docs/benchmarks.md).
+AUTO_STEPS_PER_EXECUTION = {"GPU": 32, "CPU": 1}
+
+
+def steps_per_execution(setting: int, steps: int, done: int = 0) -> int:
+    """Batches per call of the compiled train step for ``train.steps_per_execution`` (0: by
+    device), in an epoch of ``steps`` batches of which ``done`` already ran (a resume): the
+    largest count up to the setting that divides both, so that every call ends inside the
+    epoch and a stop or checkpoint between calls falls where a resume can continue."""
+    device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+    wanted = max(1, setting or AUTO_STEPS_PER_EXECUTION[device])
+    return max(k for k in range(1, min(wanted, steps) + 1) if steps % k == 0 and done % k == 0)
+
+
+def prefetched_to_device(dataset: tf.data.Dataset, device: str | None = None) -> tf.data.Dataset:
+    """``dataset`` with its next batches copied to the accelerator while the step runs, so the
+    step does not wait for the host-to-device copy. ``device`` defaults to the one GPU when
+    training runs on exactly one (several replicas: the strategy's distributed dataset
+    prefetches to each already; a CPU: nothing to copy). Must be the last transformation."""
+    if device is None:
+        gpus = tf.config.list_logical_devices("GPU")
+        if len(gpus) != 1 or strategy().num_replicas_in_sync != 1:
+            return dataset
+        device = gpus[0].name
+    return dataset.apply(tf.data.experimental.prefetch_to_device(device, buffer_size=2))
+
+
 def jit_compile(setting: str = "auto"):
     """``train.jit_compile`` as Keras' ``compile(jit_compile=...)`` takes it."""
     return {"auto": "auto", "on": True, "off": False}[setting]

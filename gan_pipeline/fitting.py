@@ -4,7 +4,7 @@ checkpoint left it."""
 
 from __future__ import annotations
 
-from gan_pipeline import families, sampling
+from gan_pipeline import distribute, families, sampling
 from gan_pipeline.callbacks import EpochLogger, QualityCheck, RunControl, RunRecord, TrainClock
 
 
@@ -42,8 +42,11 @@ class Fit:
         batches = self.source.batches(self.cfg.batch_size, labels=self.gan.conditional).repeat()
 
         def fit(first: int, last: int, skip: int, per_epoch: int):
+            set_steps_per_execution(self.gan, distribute.steps_per_execution(
+                self.cfg.train.steps_per_execution, steps, done=steps - per_epoch))
             # The data stream continues where the checkpoint left it: same seed, same order.
-            return self.gan.fit(batches.skip(skip), initial_epoch=first, epochs=last,
+            stream = distribute.prefetched_to_device(batches.skip(skip))
+            return self.gan.fit(stream, initial_epoch=first, epochs=last,
                                 steps_per_epoch=per_epoch, callbacks=callbacks,
                                 verbose=verbose, shuffle=False)
 
@@ -56,6 +59,14 @@ class Fit:
             if self.record.reason is not None or initial_epoch >= epochs:
                 return history
         return fit(initial_epoch, epochs, initial_epoch * steps, steps)
+
+
+def set_steps_per_execution(gan, batches: int) -> None:
+    """Run ``batches`` steps per call of ``gan``'s compiled step (Keras' ``steps_per_execution``;
+    a change rebuilds the step function at the next ``fit``)."""
+    if gan.steps_per_execution != batches:
+        gan.steps_per_execution = batches
+        gan.train_function = None
 
 
 def steps_per_epoch(cfg, source, fixed: int = 0) -> int:

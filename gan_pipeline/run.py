@@ -46,7 +46,8 @@ class TrainingStopped(Exception):
 WORKER_PREFIX = "gan-pipeline-worker-"  # the private temp folders of non-chief workers
 
 RESUMABLE = ("epochs", "train.d_learning_rate", "train.g_learning_rate", "eval.",
-             "tracking.log_model", "tracking.grid_size", "tracking.checkpoint_every_steps")
+             "tracking.log_model", "tracking.grid_size", "tracking.checkpoint_every_steps",
+             "train.steps_per_execution")
 
 
 def _check_resumable(saved: dict, cfg, directory) -> dict:
@@ -74,6 +75,8 @@ def _params(cfg, gan: GAN, source, strategy, steps: int) -> dict:
         "resolved.jit_compile": bool(gan.jit_compile),
         "resolved.strategy": type(strategy).__name__,
         "resolved.steps_per_epoch": steps,
+        "resolved.steps_per_execution": distribute.steps_per_execution(
+            cfg.train.steps_per_execution, steps),
         "resolved.sample_shape": list(source.shape),
         "resolved.latent_shape": list(gan.latent_shape),
         "resolved.noise": gan.noise,

@@ -66,3 +66,16 @@ class MirroredStrategyTest(tf.test.TestCase):
         self.assertAllClose(mirrored["d_delta"] / single["d_delta"], 1.0, atol=1e-4)
         # Reported losses are the replicas' mean, not scaled down by the replica count.
         self.assertAllClose(mirrored["d_loss"], single["d_loss"], rtol=1e-4)
+
+
+class PrefetchToDeviceTest(tf.test.TestCase):
+    def test_batches_arrive_unchanged_and_a_cpu_run_is_left_alone(self):
+        from gan_pipeline import distribute
+
+        dataset = tf.data.Dataset.range(10).batch(3)
+        if not tf.config.list_logical_devices("GPU"):
+            self.assertIs(distribute.prefetched_to_device(dataset), dataset)
+        # the same transformation a GPU run gets, to the CPU device here
+        moved = distribute.prefetched_to_device(dataset, "/cpu:0")
+        self.assertEqual([b.numpy().tolist() for b in moved],
+                         [b.numpy().tolist() for b in dataset])

@@ -140,11 +140,12 @@ class ProcessFaultsTest(tf.test.TestCase):
         self._stop_and_resume(signal.SIGINT)
 
     def test_sigterm_stops_like_ctrl_c(self):
-        self._stop_and_resume(signal.SIGTERM)
+        # in calls of 8 steps (the host sees the signal between calls); the resume runs 1 a call
+        self._stop_and_resume(signal.SIGTERM, "--set", "train.steps_per_execution=8")
 
-    def _stop_and_resume(self, sig):
+    def _stop_and_resume(self, sig, *extra):
         with TempWorkdir() as work:
-            proc = self.start(work)
+            proc = self.start(work, *extra)
             state = self.wait_for_epoch(work, proc, 1)
             proc.send_signal(sig)
             proc.wait(timeout=120)
@@ -164,17 +165,24 @@ class ProcessFaultsTest(tf.test.TestCase):
 @pytest.mark.process
 class DivergenceTest(tf.test.TestCase):
     def test_non_finite_loss_stops_within_a_step_and_marks_the_run_failed(self):
+        for calls_of in (1, 4):
+            with self.subTest(steps_per_execution=calls_of):
+                self._diverge(calls_of)
+
+    def _diverge(self, calls_of: int):
         with TempWorkdir() as work:
             result = subprocess.run(
                 [SCRIPT, "train", "--config", str(REPO / "pipelines/gaussian_1d.toml"),
                  # data far outside float16's range: D's loss is NaN at the first step
                  "--set", "epochs=3", "--set", "data.mean=1e6",
+                 "--set", f"train.steps_per_execution={calls_of}",
                  "--set", "train.precision=mixed_float16", "--set", "eval.every_epochs=0"],
                 cwd=work.path, capture_output=True, text=True, timeout=300)
             self.assertEqual(result.returncode, 1, result.stderr[-2000:])
             last = result.stderr.strip().splitlines()[-1]
+            # the step that went wrong is named, though the host looked only after the call
             self.assertRegex(last, r"training diverged: [dg]_loss became (nan|inf) at epoch 1, "
-                                   r"step \d+")
+                                   r"step 1\b")
             self.assertIn("learning rate", last)
             client = mlflow.MlflowClient(work.uri)
             (run,) = client.search_runs([client.get_experiment_by_name("gaussian_1d")
@@ -361,6 +369,51 @@ class MidEpochResumeTest(tf.test.TestCase):
             self.assertEqual(int(resumed.gan.d_optimizer.iterations), 16, "2 steps were left")
             for a, b in zip(straight.gan.variables, resumed.gan.variables):
                 self.assertAllClose(a, b, rtol=1e-5, atol=1e-6, msg=a.path)
+
+
+@pytest.mark.integration
+class StepsPerExecutionTest(tf.test.TestCase):
+    """Several batches per call of the compiled step train the same weights, stop, checkpoint
+    and resume at the same steps as one batch per call."""
+
+    def test_calls_of_several_steps_train_checkpoint_and_resume_exactly(self):
+        from unittest import mock
+
+        with TempWorkdir() as work:
+            sets = ("epochs=2", "train.steps_per_epoch=8")
+            one = train(tiny_1d(*sets, "name=one", "train.steps_per_execution=1"), verbose=0)
+            cut = tiny_1d(*sets, "name=four", "train.steps_per_execution=4",
+                          "tracking.checkpoint_every_steps=3")
+            with mock.patch.object(checkpoints, "save", wraps=checkpoints.save) as save:
+                four = train(cut, verbose=0)
+            self.assertEqual(four.gan.steps_per_execution, 4)
+            params = mlflow.MlflowClient(work.uri).get_run(four.run_id).data.params
+            self.assertEqual(params["resolved.steps_per_execution"], "4")
+            for a, b in zip(one.gan.variables, four.gan.variables):
+                self.assertAllClose(a, b, rtol=1e-5, atol=1e-6, msg=a.path)
+            # a save is due every 3 steps; calls of 4 reach it at step 4 (step 8 ends the epoch)
+            saved = [(c.args[2]["epoch"], c.args[2].get("step")) for c in save.call_args_list]
+            self.assertEqual(saved, [(0, 4), (1, None), (1, 4), (2, None)])
+            # As if killed in epoch 2 after step 4: resume with calls of 8 asked for. Calls of 4
+            # run (the largest that divides both the epoch and the steps done).
+            rewind_to_oldest(work.path / "checkpoints" / "four", epoch=1, step=4)
+            resumed = train(tiny_1d(*sets, "name=four", "train.steps_per_execution=8"),
+                            verbose=0, resume=True)
+            self.assertEqual(int(resumed.gan.d_optimizer.iterations), 16)
+            self.assertEqual(resumed.gan.steps_per_execution, 4)
+            for a, b in zip(one.gan.variables, resumed.gan.variables):
+                self.assertAllClose(a, b, rtol=1e-5, atol=1e-6, msg=a.path)
+
+    def test_the_count_divides_the_epoch_and_the_steps_done(self):
+        from gan_pipeline import distribute
+
+        self.assertEqual(distribute.steps_per_execution(32, 468), 26)
+        self.assertEqual(distribute.steps_per_execution(32, 468, done=100), 4)
+        self.assertEqual(distribute.steps_per_execution(8, 5), 5)
+        self.assertEqual(distribute.steps_per_execution(7, 13), 1)
+        self.assertEqual(distribute.steps_per_execution(0, 468),
+                         max(k for k in range(1, distribute.AUTO_STEPS_PER_EXECUTION["CPU"] + 1)
+                             if 468 % k == 0))
 
 
 @pytest.mark.process

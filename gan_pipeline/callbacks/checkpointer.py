@@ -25,10 +25,13 @@ class Checkpointer(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         # A mid-epoch checkpoint records the batches of the epoch done so far ("step"): a resume
         # skips them in the data stream and continues exactly there.
-        step = self.step = self.record.step_offset + batch + 1
+        # Keras calls this once per compiled call (``steps_per_execution`` batches): a save is
+        # due when the call crossed a multiple of ``every_steps``.
+        before, step = self.step or self.record.step_offset, self.record.step_offset + batch + 1
+        self.step = step
         last = batch + 1 == self.params.get("steps")
-        if self.every_steps and step % self.every_steps == 0 and not last \
-                and self.record.reason is None:
+        if self.every_steps and step // self.every_steps > before // self.every_steps \
+                and not last and self.record.reason is None:
             checkpoints.save(self.directory, self.model,
                              {**self.base_state, "epoch": self.record.epoch, "step": step,
                               "train_seconds": self.record.train_seconds})

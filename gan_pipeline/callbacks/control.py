@@ -1,5 +1,11 @@
 """``RunControl``: stops training cleanly at the next step on SIGINT/SIGTERM, or when a loss is
-not finite, and counts the epochs that completed. A second Ctrl-C stops at once."""
+not finite, and counts the epochs that completed. A second Ctrl-C stops at once.
+
+Keras calls ``on_train_batch_end`` once per call of the compiled step, i.e. every
+``steps_per_execution`` batches, with ``batch`` the last batch of that call. The losses are not
+read here: the step itself notes the first non-finite one on the device (``GAN.health``), and
+this callback reads that note once per call, so a stop comes within ``steps_per_execution``
+steps and names the step where it happened."""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ import contextlib
 import signal
 import threading
 
+import math
+
 import keras
-import numpy as np
 
 from gan_pipeline.callbacks.record import RunRecord
 
@@ -42,14 +49,15 @@ class RunControl(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.record.epoch = epoch
+        self.model.health.reset()  # the watch counts this epoch's steps (of this fit)
 
     def on_train_batch_end(self, batch, logs=None):
-        for key in ("d_loss", "g_loss"):
-            value = float((logs or {}).get(key, 0.0))
-            if not np.isfinite(value):
-                step = self.record.step_offset + batch + 1
-                self.record.stop(self.model, "diverged", f"{key} became {value} at epoch "
-                                 f"{self.record.epoch + 1}, step {step}")
-                return
+        bad = self.model.health.first()
+        if bad is not None:
+            step, d_loss, g_loss = bad
+            key, value = ("d_loss", d_loss) if not math.isfinite(d_loss) else ("g_loss", g_loss)
+            self.record.stop(self.model, "diverged", f"{key} became {value} at epoch "
+                             f"{self.record.epoch + 1}, step {self.record.step_offset + step}")
+            return
         if batch + 1 == self.params.get("steps"):
             self.record.completed = self.record.epoch + 1

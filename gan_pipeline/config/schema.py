@@ -207,6 +207,9 @@ SCHEMA: dict[str, Any] = {
                            help="dtype policy; auto picks by device (see gan_pipeline.distribute)"),
         "jit_compile": Field(str, "auto", choices=lambda: ["auto", "on", "off"],
                              help="XLA-compile the train step; auto = Keras' choice (GPU: on)"),
+        "steps_per_execution": Field(int, 0, min=0, max=10_000,
+                                     help="batches per call of the compiled step (the host "
+                                          "checks for a stop between calls); 0 = by device"),
     },
     "eval": {
         "every_epochs": Field(int, 1, min=0, max=1_000_000,
@@ -300,6 +303,8 @@ class Section:
         object.__setattr__(self, "_where", where)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # pickle's probes (__getstate__ ...) of a bare instance
+            raise AttributeError(name)
         try:
             return self._values[name]
         except KeyError:
@@ -307,6 +312,15 @@ class Section:
 
     def __setattr__(self, name, value):
         raise AttributeError("a config is read-only; use cfg.replace({...}) for a changed copy")
+
+    # A config travels to a pipeline stage's process by pickle; the read-only guard above
+    # would refuse the default restore.
+    def __getstate__(self):
+        return self._values, self._where
+
+    def __setstate__(self, state):
+        object.__setattr__(self, "_values", state[0])
+        object.__setattr__(self, "_where", state[1])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
