@@ -13,6 +13,7 @@ from unittest import mock
 from gan_pipeline import config, families, kinds
 from gan_pipeline.errors import UserError
 from gan_pipeline.factory import build_gan
+from gan_pipeline.families.common import ByteDropout
 from gan_pipeline.families.gaussian_1d import DeviationFeatures, SortedValues
 from tests.helpers import TINY
 
@@ -63,7 +64,7 @@ class ShapesTest(tf.test.TestCase):
                          [256, 512, 1024, 784])
         self.assertEqual([l.units for l in d.layers if isinstance(l, keras.layers.Dense)],
                          [1024, 512, 256, 1])
-        self.assertEqual({l.rate for l in d.layers if isinstance(l, keras.layers.Dropout)}, {0.3})
+        self.assertEqual({l.rate for l in d.layers if isinstance(l, ByteDropout)}, {0.3})
         slopes = {l.negative_slope for l in g.layers + d.layers
                   if isinstance(l, keras.layers.LeakyReLU)}
         self.assertEqual(slopes, {0.2})
@@ -97,6 +98,38 @@ class DeviationFeaturesTest(tf.test.TestCase):
         _, d = families.build("gaussian_1d", (10,), **TINY["gaussian_1d"])
         x = np.random.default_rng(1).normal(4, 1.25, (5, 10)).astype(np.float32)
         self.assertAllClose(reloaded(d)(x), d(x))
+
+
+class ByteDropoutTest(tf.test.TestCase):
+    def test_drops_at_the_rate_keeps_the_mean_and_passes_through_at_inference(self):
+        layer = ByteDropout(0.3, seed=1)
+        x = np.ones((1001, 7), np.float32)  # a size that is not a multiple of 4
+        y = layer(x, training=True).numpy()
+        self.assertEqual(y.shape, x.shape)
+        kept = y > 0
+        self.assertAllClose(kept.mean(), 1 - 77 / 256, atol=0.01)  # 0.3 acts as 77/256
+        self.assertAllClose(np.unique(y[kept]), [256 / 179], rtol=1e-5)
+        self.assertAllClose(y.mean(), 1.0, atol=0.02)
+        self.assertNotAllClose(y, layer(x, training=True), msg="a new mask each call")
+        self.assertAllEqual(layer(x, training=False), x)
+        self.assertAllEqual(ByteDropout(0.0)(x, training=True), x)
+
+    def test_gradients_flow_through_kept_elements_only(self):
+        layer = ByteDropout(0.5, seed=2)
+        x = tf.ones((64, 33))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            total = tf.reduce_sum(y)
+        grad = tape.gradient(total, x).numpy()
+        self.assertAllClose(grad, np.where(y.numpy() > 0, 2.0, 0.0))
+
+    def test_a_model_with_it_round_trips_in_safe_mode(self):
+        _, d = families.build("mlp", (28, 28, 1), d_widths=[8], g_widths=[8])
+        x = np.random.default_rng(1).uniform(-1, 1, (3, 28, 28, 1)).astype(np.float32)
+        again = reloaded(d)
+        self.assertEqual([l.rate for l in again.layers if isinstance(l, ByteDropout)], [0.3])
+        self.assertAllClose(again(x), d(x))
 
 
 class SortedValuesTest(tf.test.TestCase):

@@ -10,7 +10,7 @@ from keras import layers
 
 from gan_pipeline.errors import UserError
 from gan_pipeline.families import Family
-from gan_pipeline.families.common import OUT, batch_norm, leaky
+from gan_pipeline.families.common import OUT, batch_norm, dropout, leaky
 
 
 def check_shape(shape: tuple[int, ...], name: str) -> None:
@@ -39,7 +39,7 @@ def discriminator_features(x, hp: dict[str, Any]):
     h = x
     for filters in hp["d_filters"]:
         h = layers.Conv2D(filters, hp["kernel_size"], strides=2, padding="same")(h)
-        h = layers.Dropout(hp["dropout"])(leaky(hp["leaky_slope"])(h))
+        h = dropout(hp["dropout"])(leaky(hp["leaky_slope"])(h))
     return layers.Flatten()(h)
 
 

@@ -12,7 +12,7 @@ import keras
 from keras import layers
 
 from gan_pipeline.families import Family
-from gan_pipeline.families.common import OUT, batch_norm, leaky
+from gan_pipeline.families.common import OUT, batch_norm, dropout, leaky
 
 
 def initializer(hp: dict[str, Any]):
@@ -35,7 +35,7 @@ def discriminator_features(x, hp: dict[str, Any], init):
     h = layers.Flatten()(x)
     for width in hp["d_widths"]:
         h = leaky(hp["leaky_slope"])(layers.Dense(width, kernel_initializer=init)(h))
-        h = layers.Dropout(hp["dropout"])(h)
+        h = dropout(hp["dropout"])(h)
     return h
 
 
