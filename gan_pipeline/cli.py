@@ -15,7 +15,7 @@ import shlex
 import sys
 
 
-def _quiet_tensorflow() -> None:
+def quiet_tensorflow() -> None:
     # TF's C++ start-up banner (CPU features, CUDA probing) buries the progress bar; keep errors.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # MLflow probes git; not an error here
@@ -168,7 +168,7 @@ def run_evaluate(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _quiet_tensorflow()
+    quiet_tensorflow()
     from gan_pipeline.errors import UserError
 
     try:

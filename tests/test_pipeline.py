@@ -284,6 +284,65 @@ class DistributedTuningTest(tf.test.TestCase):
             self.assertEqual(len(best["trials"]), 4)
 
 
+@pytest.mark.process
+class StageProcessTest(tf.test.TestCase):
+    """Stages run in child processes: a Ctrl-C reaches the training once, stops it cleanly, and
+    the same command continues; the summary and the parent run report the memory."""
+
+    def test_ctrl_c_in_the_train_stage_stops_cleanly_and_the_rerun_continues(self):
+        import signal
+        import time
+
+        from gan_pipeline import checkpoints
+
+        with TempWorkdir() as work:
+            sets = [a for s in TINY_1D + ["epochs=6", "data.num_examples=6400",
+                                          "stages=['prepare', 'train', 'evaluate']"]
+                    for a in ("--set", s)]
+            args = [SCRIPT, "run", str(REPO / "pipelines/gaussian_1d.toml"), *sets]
+            with open(work.path / "first.log", "w") as log:
+                proc = subprocess.Popen(args, cwd=work.path, stdout=log,
+                                        stderr=subprocess.STDOUT, text=True)
+            # the train stage's first checkpoint: training is under way in its own process
+            deadline = time.time() + 600
+            while not list(work.path.glob("checkpoints/*/*/gaussian_1d/state.json")):
+                self.assertIsNone(proc.poll(), (work.path / "first.log").read_text()[-3000:])
+                self.assertLess(time.time(), deadline, "no checkpoint in time")
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)  # to the pipeline's process, as a terminal would
+            proc.wait(timeout=300)
+            first = (work.path / "first.log").read_text()
+            self.assertEqual(proc.returncode, 130, first[-3000:])
+            self.assertIn("Pipeline stopped (KILLED)", first)
+            self.assertNotIn("Traceback", first)
+            client = mlflow.MlflowClient(work.uri)
+            experiment = client.get_experiment_by_name("gaussian_1d").experiment_id
+            (train_run,) = client.search_runs([experiment], "tags.stage = 'train'")
+            self.assertEqual(train_run.info.status, "KILLED")
+            (state_file,) = work.path.glob("checkpoints/*/*/gaussian_1d/state.json")
+            done = checkpoints.read_state(state_file.parent)["epoch"]
+            self.assertBetween(done, 1, 5)
+
+            again = subprocess.run(args, cwd=work.path, capture_output=True, text=True,
+                                   timeout=600)
+            self.assertEqual(again.returncode, 0, again.stdout[-3000:] + again.stderr[-3000:])
+            self.assertIn("[prepare] reused", again.stdout)
+            self.assertIn(f"resumed after epoch {done}", again.stdout)
+            train_run = client.get_run(train_run.info.run_id)
+            self.assertEqual(train_run.info.status, "FINISHED")
+            self.assertEqual([m.step for m in client.get_metric_history(
+                train_run.info.run_id, "d_loss")], [1, 2, 3, 4, 5, 6])
+            self.assertRegex(again.stdout, r"finished in [\d.]+ s, peak resident memory "
+                                           r"[\d.]+ GB")
+            parent = client.search_runs([experiment], "tags.kind = 'pipeline'",
+                                        order_by=["attributes.start_time DESC"])[0]
+            peaks = {k: v for k, v in parent.data.metrics.items()
+                     if k.startswith("peak_memory_gb/")}
+            self.assertEqual(set(peaks), {"peak_memory_gb/train", "peak_memory_gb/evaluate",
+                                          "peak_memory_gb/total"})
+            self.assertGreater(peaks["peak_memory_gb/total"], peaks["peak_memory_gb/train"])
+
+
 @pytest.mark.integration
 class PipelineErrorsTest(tf.test.TestCase):
     def test_tune_without_a_search_space_is_refused_before_any_run(self):

@@ -10,6 +10,10 @@ exists in the experiment it is reused instead of recomputed, and the parent run 
 stage after it; ``--only STAGE`` runs just that one, reusing the finished runs of the stages it
 reads. A train stage that was interrupted resumes from its checkpoint; an interrupted search
 continues where it stopped.
+
+Memory: every stage but register runs in a child process of its own (``child.py``), so one
+stage's graphs and datasets are released before the next starts. The summary prints each
+stage's peak resident memory, and the parent run logs it (``peak_memory_gb/<stage>``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import mlflow
 
 from gan_pipeline import __version__, data, tracking, tuning
 from gan_pipeline.errors import UserError
+from gan_pipeline.pipeline import child
 from gan_pipeline.pipeline.graph import READS, STAGES
 from gan_pipeline.pipeline.stages import STAGE_TABLE, tuner_folder
 from gan_pipeline.run import TrainingStopped
@@ -37,6 +42,7 @@ class StageResult:
     seconds: float
     key: str
     figures: dict = field(default_factory=dict)
+    peak_gb: float = 0.0  # the peak resident memory of the process it ran in (0: reused)
 
 
 class Pipeline:
@@ -173,11 +179,16 @@ class Pipeline:
                             f"run it first: {self.command} --only {stage} (or without --only)")
         print(f"[{stage}] running", flush=True)
         self.forcing = force
-        run_id, status, figures = STAGE_TABLE[stage].body(self, cfg, key, upstream)
+        peak, memory = 0.0, ""
+        if STAGE_TABLE[stage].own_process:
+            run_id, status, figures, peak = child.run_stage(self, stage, cfg, key, upstream)
+            memory = f"; its process peaked at {peak:.2f} GB"
+        else:
+            run_id, status, figures = STAGE_TABLE[stage].body(self, cfg, key, upstream)
         self.results[stage] = StageResult(stage, run_id, status, time.perf_counter() - started,
-                                          key, figures)
-        print(f"[{stage}] {status} in {self.results[stage].seconds:.1f} s (run {run_id})",
-              flush=True)
+                                          key, figures, peak)
+        print(f"[{stage}] {status} in {self.results[stage].seconds:.1f} s (run {run_id}"
+              f"{memory})", flush=True)
 
     def _stage_config(self, stage: str):
         """The config a stage runs with: from train on, the search's best settings applied."""
@@ -195,16 +206,29 @@ class Pipeline:
         for stage, row in table.items():
             self.client.set_tag(self.parent_id, f"stage.{stage}", f"{row['status']} {row['run_id']}")
             self.client.log_metric(self.parent_id, f"seconds/{stage}", row["seconds"])
+            if self.results[stage].peak_gb:
+                self.client.log_metric(self.parent_id, f"peak_memory_gb/{stage}",
+                                       self.results[stage].peak_gb)
         self.client.log_metric(self.parent_id, "seconds/total", seconds)
+        self.client.log_metric(self.parent_id, "peak_memory_gb/total", self.peak_gb())
         self.client.log_dict(self.parent_id, table, "stages.json")
 
+    def peak_gb(self) -> float:
+        """The pipeline's peak resident memory: the largest of its stages' processes (which ran
+        one at a time) plus what this waiting process held of its own (its shared libraries
+        are the stage process's too); this process's own peak if that is more."""
+        stages = [r.peak_gb for s, r in self.results.items() if STAGE_TABLE[s].own_process]
+        return max(max(stages, default=0.0) + child.own_resident_gb(), child.peak_resident_gb())
+
     def _summary(self, seconds: float) -> None:
-        print(f"\nPipeline {self.cfg.name!r} finished in {seconds:.1f} s:", flush=True)
+        print(f"\nPipeline {self.cfg.name!r} finished in {seconds:.1f} s, peak resident memory "
+              f"{self.peak_gb():.2f} GB:", flush=True)
         for r in self.results.values():
             extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in r.figures.items())
-            print(f"  {r.stage:<9} {r.status:<8} {r.seconds:7.1f} s  run {r.run_id}  {extra}",
-                  flush=True)
+            memory = f"{r.peak_gb:5.2f} GB" if r.peak_gb else "    -   "
+            print(f"  {r.stage:<9} {r.status:<8} {r.seconds:7.1f} s  {memory}  run {r.run_id}  "
+                  f"{extra}", flush=True)
         parent = self.client.get_run(self.parent_id)
         print(f"To review it, {tracking.run_link(parent)}", flush=True)
 

@@ -203,6 +203,7 @@ def run_register(pipeline, cfg, key: str, upstream: dict):
 class Stage:
     inputs: Callable  # (pipeline, cfg) -> the settings its key hashes
     body: Callable  # (pipeline, cfg, key, upstream) -> (run_id, status, figures)
+    own_process: bool = True  # runs in a child process (gan_pipeline.pipeline.child)
 
 
 STAGE_TABLE = {
@@ -210,5 +211,5 @@ STAGE_TABLE = {
     "tune": Stage(tune_inputs, run_tune),
     "train": Stage(train_inputs, run_train),
     "evaluate": Stage(evaluate_inputs, run_evaluate),
-    "register": Stage(register_inputs, run_register),
+    "register": Stage(register_inputs, run_register, own_process=False),  # registry calls only
 }
