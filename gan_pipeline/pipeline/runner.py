@@ -46,11 +46,13 @@ class StageResult:
 
 
 class Pipeline:
-    """One execution of a pipeline file. The data source is opened once and handed to every
-    stage."""
+    """One execution of a pipeline file. ``isolate_stages=False`` runs every stage in this
+    process (a debugger, or a test that patches something in-process, sees them all)."""
 
-    def __init__(self, cfg, verbose: int | str = 1, command: str = ""):
+    def __init__(self, cfg, verbose: int | str = 1, command: str = "",
+                 isolate_stages: bool = True):
         self.cfg, self.verbose = cfg, verbose
+        self.isolate_stages = isolate_stages
         self.command = command or "gan-pipeline run <pipeline file>"
         self.client: mlflow.MlflowClient | None = None
         self.source: data.DataSource | None = None
@@ -180,7 +182,7 @@ class Pipeline:
         print(f"[{stage}] running", flush=True)
         self.forcing = force
         peak, memory = 0.0, ""
-        if STAGE_TABLE[stage].own_process:
+        if STAGE_TABLE[stage].own_process and self.isolate_stages:
             run_id, status, figures, peak = child.run_stage(self, stage, cfg, key, upstream)
             memory = f"; its process peaked at {peak:.2f} GB"
         else:
@@ -217,7 +219,7 @@ class Pipeline:
         """The pipeline's peak resident memory: the largest of its stages' processes (which ran
         one at a time) plus what this waiting process held of its own (its shared libraries
         are the stage process's too); this process's own peak if that is more."""
-        stages = [r.peak_gb for s, r in self.results.items() if STAGE_TABLE[s].own_process]
+        stages = [r.peak_gb for r in self.results.values()]
         return max(max(stages, default=0.0) + child.own_resident_gb(), child.peak_resident_gb())
 
     def _summary(self, seconds: float) -> None:
