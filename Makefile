@@ -71,10 +71,12 @@ server: install
 		--host $(HOST) --port $(PORT)
 
 # Any model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/generator), looked up
-# in $MLFLOW_TRACKING_URI (default: the repo's mlflow.db), served in this project's environment.
+# in $MLFLOW_TRACKING_URI (default: the repo's mlflow.db), served in this project's environment
+# (its bin/ first on PATH: MLflow starts the server as `uvicorn`, found there).
 serve: install
 	@test -n "$(MODEL)" || { echo "gan-pipeline: error: make serve needs MODEL=<model URI>, e.g. MODEL=models:/mnist_dcgan@champion" >&2; exit 2; }
-	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} $(BIN)/mlflow models serve \
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
+		$(BIN)/mlflow models serve \
 		-m "$(MODEL)" --env-manager local --host $(HOST) --port $(SERVE_PORT)
 
 clean:
