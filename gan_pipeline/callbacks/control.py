@@ -10,10 +10,9 @@ steps and names the step where it happened."""
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
-
-import math
 
 import keras
 
