@@ -2,8 +2,9 @@
 
 The heavy stages (prepare, tune, train, evaluate) each run in a fresh child process, started
 with ``spawn``, so that the graphs, datasets and models of one stage are gone, memory and all,
-before the next one starts: the pipeline's peak memory is that of its largest stage plus this
-small parent, not their sum. The child opens the data source and the MLflow store itself, runs
+before the next one starts: the pipeline's peak memory is that of its largest stage plus what
+this waiting parent holds of its own (~0.4 GB: TensorFlow is imported to open the data source),
+not the sum of all stages. The child opens the data source and the MLflow store itself, runs
 the stage's body, and sends back ``(run_id, status, figures)`` and its peak resident memory, or
 the error it stopped with, which is raised here again as the same kind of error.
 
