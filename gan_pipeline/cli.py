@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "TF_CONFIG (docs/scale.md)")
             from gan_pipeline import distribute
 
+            distribute.collective_timeout()  # a bad setting is an error even if set up before
             distribute.strategy()  # collective ops must be set up before any other TF work
     except UserError as exc:
         print(f"gan-pipeline: error: {exc}", file=sys.stderr)
