@@ -65,6 +65,7 @@ def build_gan(cfg, shape: tuple[int, ...], total_batches: int = 0,
         gan = GAN(generator, discriminator, noise=family.noise, seed=cfg.seed,
                   ema_decay=t.ema_decay, track_moments=family.kind.track_moments,
                   num_classes=len(classes), label_probs=label_probs,
+                  mix_classes=family.mixes_classes,
                   name=f"{family.name}_gan")
 
     def adam(learning_rate, steps_per_batch):

@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from gan_pipeline import augment, distribute, losses
+from gan_pipeline import augment, distribute, kinds, losses
 from gan_pipeline.kinds import NOISES
 
 
@@ -38,11 +38,13 @@ class GAN(keras.Model):
         num_classes: > 0 for a conditional GAN, whose networks take ``[z, label]`` and
             ``[x, label]`` (integer labels of shape ``(batch, 1)``).
         label_probs: the class shares fake labels are drawn by (None: uniform).
+        mix_classes: a conditional GAN whose ``exported`` generator draws its class from its
+            noise (``kinds.class_mixture``) and so samples without labels.
     """
 
     def __init__(self, generator, discriminator, noise: str = "normal", seed: int | None = None,
                  ema_decay: float = 0.0, track_moments: bool = False, num_classes: int = 0,
-                 label_probs: list[float] | None = None, **kwargs):
+                 label_probs: list[float] | None = None, mix_classes: bool = False, **kwargs):
         super().__init__(**kwargs)
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
@@ -56,6 +58,10 @@ class GAN(keras.Model):
             raise ValueError(f"label_probs has {len(label_probs)} shares for "
                              f"{self.num_classes} classes")
         self.label_probs = [float(p) for p in label_probs] if label_probs is not None else None
+        if mix_classes and not self.num_classes:
+            raise ValueError("mix_classes needs a conditional GAN (num_classes > 0)")
+        self.mix_classes = bool(mix_classes)
+        self._exported = None
         self.ema_decay = float(ema_decay)
         self.ema_generator = None
         if self.ema_decay > 0:
@@ -142,6 +148,17 @@ class GAN(keras.Model):
     def sampler(self):
         """The generator to sample from: the EMA copy when enabled, else the trained one."""
         return self.ema_generator if self.ema_generator is not None else self.generator
+
+    @property
+    def exported(self):
+        """The generator as saved, evaluated and served: the ``sampler``; for a GAN that
+        mixes classes, the sampler drawing its class from one more noise coordinate (same
+        layers and weights, built once)."""
+        if not self.mix_classes:
+            return self.sampler
+        if self._exported is None:
+            self._exported = kinds.class_mixture(self.sampler, self.label_probs)
+        return self._exported
 
     def call(self, inputs, training=False):
         """``inputs``: z, or ``[z, labels]`` for a conditional GAN."""
@@ -267,6 +284,7 @@ class GAN(keras.Model):
             "track_moments": self.track_moments,
             "num_classes": self.num_classes,
             "label_probs": self.label_probs,
+            "mix_classes": self.mix_classes,
         }
 
     @classmethod

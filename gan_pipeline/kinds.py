@@ -192,6 +192,64 @@ def with_truncation(generator: keras.Model, threshold: float) -> keras.Model:
     return keras.Model(inputs if len(inputs) > 1 else inputs[0], out, name=generator.name)
 
 
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class ClassCode(keras.layers.Layer):
+    """Splits noise ``z`` of shape ``(batch, d + 1)`` into a conditional generator's ``z[:, :d]``
+    and a class label ``(batch, 1)`` int32 drawn from the last coordinate, by ``shares``.
+
+    The last coordinate c is N(0, 1), so Phi(c) is uniform on (0, 1), and so is the fractional
+    part of 997 Phi(c); the label is the class whose slice of [0, 1) (cumulative ``shares``)
+    holds it. The fractional part stays near uniform when truncation narrows c's range, so the
+    truncation trick does not shift the class shares. A deterministic function of ``z``: the
+    same noise gives the same class.
+    """
+
+    def __init__(self, shares: list[float] | None = None, num_classes: int = 0, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        if shares is None:
+            shares = [1.0 / num_classes] * num_classes if num_classes > 1 else []
+        if len(shares) < 2 or not all(p >= 0 for p in shares) or not sum(shares) > 0:
+            raise ValueError(f"ClassCode: expected two or more class shares, got {shares!r}")
+        self.shares = [float(p) / float(sum(shares)) for p in shares]
+
+    def call(self, z):
+        z = keras.ops.cast(z, "float32")
+        noise, code = z[:, :-1], z[:, -1:]
+        u = 0.5 * (1.0 + keras.ops.erf(code * np.float32(np.sqrt(0.5))))
+        u = 997.0 * u
+        u = u - keras.ops.floor(u)
+        edges = keras.ops.convert_to_tensor(np.cumsum(self.shares)[:-1].astype(np.float32))
+        label = keras.ops.sum(keras.ops.cast(u >= edges, "int32"), axis=-1, keepdims=True)
+        return noise, label
+
+    def compute_output_spec(self, z):
+        return (keras.KerasTensor((z.shape[0], z.shape[1] - 1), "float32"),
+                keras.KerasTensor((z.shape[0], 1), "int32"))
+
+    def get_config(self):
+        return {**super().get_config(), "shares": self.shares}
+
+
+def class_mixture(generator: keras.Model, shares: list[float] | None = None) -> keras.Model:
+    """A conditional ``generator`` (``[z, label] -> sample``) as an unconditional one: its
+    noise has one more coordinate, from which ``ClassCode`` draws the class by ``shares``
+    (None: uniform). Layers and weights are shared; a truncation saved in ``generator`` moves
+    onto the new noise. The spec is the generator's, with no classes: whoever samples it
+    gives noise alone, and gets every class by its share."""
+    spec = next(layer for layer in generator.layers if isinstance(layer, GeneratorSpec))
+    if spec.class_names is None or spec.noise != "normal":
+        raise ValueError("class_mixture needs a conditional generator of normal noise")
+    threshold = truncation_of(generator)
+    inner = with_truncation(generator, 0.0)
+    z = keras.Input((int(inner.inputs[0].shape[1]) + 1,), name="z")
+    noise, label = ClassCode(shares, num_classes=len(spec.class_names), name="class_code")(z)
+    out = inner([noise, label])
+    out = GeneratorSpec.from_config({**spec.get_config(), "name": "spec",
+                                     "class_names": None})(out)
+    return with_truncation(keras.Model(z, out, name=generator.name), threshold)
+
+
 # Generators saved before the spec existed (gan-pipeline 0.1) were named "<family>_generator";
 # their noise was the family's and the 1-D ones were trained on N(4, 1.25). Kept in this one
 # place so that earlier runs still sample and evaluate.

@@ -259,7 +259,7 @@ def _train(cfg, source, directory, write_directory, verbose, resume, resume_comm
         if distribute.multi_worker():  # every worker has trained before the chief logs
             spread = distribute.weight_spread(gan.weights)  # (a collective: a barrier too)
             mlflow.log_metric("multi_worker/weight_spread", spread)
-        model_uri = tracking.log_generator(gan.sampler) if cfg.tracking.log_model else None
+        model_uri = tracking.log_generator(gan.exported) if cfg.tracking.log_model else None
         if chief:
             print(f"Finished MLflow run {run.info.run_id}. To review it, "
                   f"{tracking.run_link(run)}", flush=True)

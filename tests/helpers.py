@@ -20,6 +20,7 @@ TINY = {
 }
 TINY["cdcgan"] = {**TINY["dcgan"], "label_dim": 4}
 TINY["cmlp"] = {**TINY["mlp"], "label_dim": 4}
+TINY["labelled_dcgan"], TINY["labelled_mlp"] = TINY["cdcgan"], TINY["cmlp"]
 
 
 def free_port() -> int:

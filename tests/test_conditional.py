@@ -290,6 +290,74 @@ class ConditionalRunTest(tf.test.TestCase):
             self.assertIn("label_accuracy", floor)
 
 
+class ClassMixtureTest(tf.test.TestCase):
+    """A family that mixes classes trains like its conditional twin and saves a generator of
+    noise alone, whose class comes from the noise by the training shares."""
+
+    def test_the_class_comes_from_the_last_noise_coordinate_by_its_share(self):
+        z = np.random.default_rng(0).standard_normal((40_000, 9)).astype(np.float32)
+        for shares in ([0.1] * 10, [0.5, 0.3, 0.2]):
+            with self.subTest(shares=shares):
+                noise, labels = kinds.ClassCode(shares)(z)
+                self.assertAllEqual(noise, z[:, :8])
+                drawn = np.bincount(np.asarray(labels).ravel(), minlength=len(shares))
+                self.assertAllClose(drawn / len(z), shares, atol=0.01)
+        # truncating the noise (the truncation trick) keeps the shares
+        _, labels = kinds.ClassCode([0.1] * 10)(kinds.Truncation(0.5)(z))
+        self.assertAllClose(np.bincount(np.asarray(labels).ravel()) / len(z), [0.1] * 10,
+                            atol=0.01)
+
+    def test_the_saved_generator_takes_noise_alone_and_matches_the_conditional_one(self):
+        shares = [0.2, 0.2, 0.2, 0.2, 0.2, 0, 0, 0, 0, 0]
+        gan = tiny_cgan("labelled_dcgan", 0, "train.fake_labels=data", class_shares=shares)
+        self.assertTrue(gan.conditional)  # trains on labels ...
+        logs = gan.train_step((tf.constant(np.zeros((8, 28, 28, 1), np.float32)),
+                               tf.constant(labels_of(*range(8))[:, 0])))
+        self.assertIn("d_loss", logs)
+        exported = gan.exported  # ... and saves a generator of noise alone
+        self.assertEqual(tuple(exported.inputs[0].shape), (None, 9))
+        spec = kinds.spec_of(exported)
+        self.assertIsNone(spec["class_names"])
+        self.assertEqual(spec["family"], "labelled_dcgan")
+        z = sampling.noise((64, 9), "normal", 3)
+        noise, labels = kinds.ClassCode(shares)(z)
+        self.assertAllClose(exported(z), gan.sampler([noise, labels]), atol=1e-6)
+        self.assertEqual(np.asarray(labels).max(), 4)  # only the classes with a share
+        samples = sampling.sample(exported, 64, seed=3)
+        self.assertEqual(samples.shape, (64, 28, 28, 1))
+        self.assertAllInRange(samples, -1.0, 1.0)
+        with tempfile.TemporaryDirectory() as tmp:
+            exported.save(Path(tmp) / "g.keras")
+            loaded = keras.models.load_model(Path(tmp) / "g.keras", safe_mode=True)
+            gan.save(Path(tmp) / "gan.keras")
+            reloaded = keras.models.load_model(Path(tmp) / "gan.keras", safe_mode=True)
+        self.assertAllClose(loaded(z), exported(z), atol=1e-6)
+        self.assertTrue(reloaded.mix_classes)
+        self.assertAllClose(reloaded.exported(z), exported(z), atol=1e-6)
+
+    def test_a_saved_truncation_moves_onto_the_mixed_noise(self):
+        gan = tiny_cgan("labelled_mlp", 0, "model.truncation=1.0")
+        exported = gan.exported
+        self.assertEqual(kinds.spec_of(exported)["truncation"], 1.0)
+        z = 3 * sampling.noise((32, 9), "normal", 1)
+        truncated = kinds.Truncation(1.0)(z)
+        plain = kinds.with_truncation(exported, 0.0)
+        self.assertAllClose(exported(z), plain(truncated), atol=1e-5)
+
+    def test_a_mixing_family_needs_labelled_data_and_has_no_label_objectives(self):
+        with TempWorkdir():
+            path = Path("f.toml")
+            path.write_text('name = "x"\n[model]\nname = "labelled_dcgan"\n'
+                            '[tune]\nobjective = "label_accuracy"\n')
+            with self.assertRaisesRegex(UserError, "label_accuracy"):
+                config.load(path)
+            folder = rgb_unlabelled(Path("rgb"), n=4)
+            cfg = config.validate({"data": {"dataset": "folder", "path": str(folder)},
+                                   "model": {"name": "labelled_dcgan"}})
+            with self.assertRaisesRegex(UserError, "has no labels.*model.name = 'dcgan'"):
+                data.open_source(cfg)
+
+
 @pytest.mark.integration
 class ConditionalPipelineTest(tf.test.TestCase):
     def test_five_stages_with_a_search_that_maximises_label_accuracy(self):

@@ -1,7 +1,7 @@
 """``QualityCheck``: every ``every`` epochs (and after the last), the evaluator's figures for the
 sampler go into the epoch's logs as ``eval/<figure>``, where the logger and the tuner's objective
 read them. Mode collapse is warned of, and stops the run when ``stop_on_collapse`` is set
-(after this epoch is logged: its figures count). An epoch a resumed run already evaluated (it
+(after this epoch is logged: its figures count) and the epoch is past the first ``grace``. An epoch a resumed run already evaluated (it
 was logged before a kill that beat its checkpoint) is not evaluated again."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from gan_pipeline.callbacks.record import RunRecord
 
 class QualityCheck(keras.callbacks.Callback):
     def __init__(self, record: RunRecord, evaluator, every: int = 1,
-                 stop_on_collapse: bool = False):
+                 stop_on_collapse: bool = False, grace: int = 0):
         super().__init__()
         self.record, self.evaluator = record, evaluator
-        self.every, self.stop_on_collapse = every, stop_on_collapse
+        self.every, self.stop_on_collapse, self.grace = every, stop_on_collapse, grace
 
     def on_epoch_end(self, epoch, logs=None):
         step = epoch + 1
@@ -27,7 +27,7 @@ class QualityCheck(keras.callbacks.Callback):
         if not due or not self.record.epoch_complete(epoch) or step in self.record.eval_steps:
             return
         started = time.perf_counter()
-        figures = self.evaluator(self.model.sampler)
+        figures = self.evaluator(self.model.exported)
         if logs is not None:
             logs.update({f"eval/{k}": float(v) for k, v in figures.items()
                          if isinstance(v, (int, float))})
@@ -40,5 +40,5 @@ class QualityCheck(keras.callbacks.Callback):
         if collapse:
             self.record.collapse = f"epoch {step}: {collapse}"
             print(f"\nwarning: epoch {step}: {collapse}", flush=True)
-            if self.stop_on_collapse:
+            if self.stop_on_collapse and step > self.grace:
                 self.record.stop(self.model, "collapsed", self.record.collapse)

@@ -87,7 +87,8 @@ def _check_kinds(cfg: dict) -> None:
         if not cfg["train"][key] > 0:
             raise UserError(f"train.loss = {loss.name!r} needs train.{key} > 0: {why}")
     if cfg["tune"]["objective"]:
-        evaluation.check_objective(cfg["tune"]["objective"], family.kind, family.conditional)
+        evaluation.check_objective(cfg["tune"]["objective"], family.kind,
+                                   family.samples_by_class)
 
 
 def with_values(cfg: Config, values: dict[str, Any]) -> Config:

@@ -17,6 +17,7 @@ from gan_pipeline.data.base import DataSource, ImageSource, normalize
 from gan_pipeline.data.folder import ImageFolder
 from gan_pipeline.data.gaussian import Gaussian1D
 from gan_pipeline.data.tfds_images import TFDSImages, resolve_data_dir
+from gan_pipeline.errors import UserError
 
 SOURCES: dict[str, type[DataSource]] = {cls.name: cls for cls in (Gaussian1D, ImageFolder)}
 
@@ -32,8 +33,15 @@ def open_source(cfg) -> DataSource:
     from gan_pipeline import families  # (families import kinds, which data uses)
 
     source = source_class(cfg.data.dataset)(cfg.data, seed=cfg.seed)
-    if families.get(cfg.model.name).conditional:
-        source.require_labels(f"model.name = {cfg.model.name!r} (a conditional family)")
+    family = families.get(cfg.model.name)
+    if family.conditional:
+        try:
+            source.require_labels(f"model.name = {cfg.model.name!r} (a conditional family)")
+        except UserError as exc:
+            if not family.unlabelled:
+                raise
+            raise UserError(f"{exc}; or, for images without labels, set model.name = "
+                            f"{family.unlabelled!r}") from None
     return source
 
 

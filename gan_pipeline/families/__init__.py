@@ -6,7 +6,9 @@ generator takes, and the kind of samples it makes (``gan_pipeline.kinds``: how t
 which data sources it fits). Generators map noise ``z`` to samples; discriminators output one
 logit per sample (no sigmoid). A *conditional* family's networks also take an integer class
 label, shape ``(batch, 1)``: G maps ``[z, label]`` to a sample of that class, D judges
-``[x, label]``; its builder gets the number of classes as a fourth argument.
+``[x, label]``; its builder gets the number of classes as a fourth argument. A family that
+*mixes classes* trains that way, on labelled data, but saves an unconditional generator that
+draws the class from its own noise: labels help training, and the result samples from noise.
 
 To add a family: write a module beside these that defines its builder and ``FAMILIES``, and add
 the module to ``_MODULES`` below. Nothing else in the package changes.
@@ -34,6 +36,10 @@ class Family:
     kind: kinds.Kind = kinds.IMAGES
     summary: str = ""  # one line for the docs and error messages
     conditional: bool = False  # G and D take the class label too (labelled data only)
+    # Trained conditionally, saved unconditional: the saved generator draws its class from
+    # its noise (``kinds.class_mixture``), so it samples without labels, every class by its share.
+    mixes_classes: bool = False
+    unlabelled: str = ""  # the family to name instead on data without labels (error messages)
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # string hyperparameters
 
     def fields(self):
@@ -65,6 +71,11 @@ class Family:
             raise UserError(f"model {self.name!r} is conditional: it needs data with at least "
                             f"two classes, got {num_classes}")
         return self.build_fn(shape, hp, self.name, int(num_classes))
+
+    @property
+    def samples_by_class(self) -> bool:
+        """Whether its saved generator takes a class label (and is judged per class)."""
+        return self.conditional and not self.mixes_classes
 
 
 def _registry() -> dict[str, Family]:

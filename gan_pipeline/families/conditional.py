@@ -11,6 +11,12 @@ unconditional family's body makes the sample. D takes ``[x, label]`` in one of t
   stacked onto the image as one more channel, and the unconditional D reads both.
 
 Labels are integers of shape ``(batch, 1)``. What each measured: docs/quality.md.
+
+``labelled_dcgan`` and ``labelled_mlp`` train exactly as ``cdcgan`` and ``cmlp`` but save an
+unconditional generator (``Family.mixes_classes``): its noise has one more coordinate, from
+which it draws the class by ``train.fake_labels``' shares. For unconditional samples of
+labelled data: D judging each image against its class trains G much faster than D judging
+images alone (docs/quality.md).
 """
 
 from __future__ import annotations
@@ -98,4 +104,14 @@ FAMILIES = (
            conditional=True,
            summary="the MLP GAN conditioned on the class: label embedding into G, projection "
                    "(or concat) D"),
+    Family("labelled_dcgan", build_cdcgan, {**dcgan.DEFAULTS, **CONDITIONING}, choices=CHOICES,
+           conditional=True, mixes_classes=True, unlabelled="dcgan",
+           summary="cdcgan trained on the labels, saved unconditional: G draws the class from "
+                   "its noise"),
+    Family("labelled_mlp", build_cmlp, {**mlp.DEFAULTS, "batch_norm": True, **CONDITIONING},
+           choices=CHOICES,
+           conditional=True, mixes_classes=True, unlabelled="mlp_bn",
+           summary="cmlp with BatchNorm in G (as mlp_bn) trained on the labels, saved "
+                   "unconditional: G draws the class from "
+                   "its noise"),
 )
