@@ -26,7 +26,8 @@ class Fit:
         self.control = RunControl(record)
         self.callbacks = [self.control, TrainClock(record)]
         if evaluator is not None and every:
-            self.callbacks.append(QualityCheck(record, evaluator, every, stop_on_collapse))
+            self.callbacks.append(QualityCheck(record, evaluator, every, stop_on_collapse,
+                                               grace=cfg.eval.collapse_grace_epochs))
         self.logger = EpochLogger(record, families.get(cfg.model.name).kind, noise,
                                   source.real_samples(grid, cfg.seed), title=title or cfg.name,
                                   fixed_labels=labels, class_names=class_names)

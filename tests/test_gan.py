@@ -208,8 +208,11 @@ class SerializationTest(tf.test.TestCase):
 
 class LearningTest(tf.test.TestCase):
     def test_gaussian_1d_moves_its_mean_toward_four(self):
+        # The file's rates with the non-saturating loss: least squares (the file's) overshoots
+        # (mean ~6) over the first few hundred steps before it settles (docs/quality.md).
         cfg = config.load(Path(__file__).parents[1] / "pipelines/gaussian_1d.toml",
-                          ["data.num_examples=3200", "train.ema_decay=0"])  # the file's rates
+                          ["data.num_examples=3200", "train.ema_decay=0",
+                           "train.loss=non_saturating"])
         keras.utils.set_random_seed(cfg.seed)
         train = data.open_source(cfg)
         steps = 4 * (train.num_examples // cfg.batch_size)  # 200 steps, a few seconds

@@ -221,6 +221,18 @@ class MoreFaultsTest(tf.test.TestCase):
             state = checkpoints.read_state(work.path / "checkpoints" / "gaussian_1d")
             self.assertEqual(state["epoch"], 1, "the completed epoch is checkpointed")
 
+    def test_collapse_in_the_grace_epochs_warns_and_stops_after_them(self):
+        with TempWorkdir() as work:
+            cfg = tiny_1d("epochs=3", "eval.stop_on_collapse=true",
+                          "eval.collapse_grace_epochs=2",
+                          "train.d_learning_rate=1e-9", "train.g_learning_rate=1e-9")
+            with self.assertRaisesRegex(Exception, "stopped on mode collapse .*epoch 3"):
+                train(cfg, verbose=0)
+            client = mlflow.MlflowClient(work.uri)
+            (run,) = client.search_runs([client.get_experiment_by_name("gaussian_1d")
+                                         .experiment_id])
+            self.assertEqual(metric_steps(work.uri, run.info.run_id), [1, 2, 3])
+
     @pytest.mark.process
     def test_unreachable_tracking_server_fails_before_training(self):
         with TempWorkdir() as work:

@@ -221,6 +221,10 @@ SCHEMA: dict[str, Any] = {
         "collapse_max_share": Field(float, 0.5, min=0, max=1, min_exclusive=True,
                                     help="warn of mode collapse when one class exceeds this share"),
         "stop_on_collapse": Field(bool, False, help="stop training when collapse is detected"),
+        "collapse_grace_epochs": Field(int, 0, min=0, max=1_000_000,
+                                       help="first epochs whose collapse is warned of but stops "
+                                            "nothing (training runs and search trials alike): "
+                                            "for losses whose samples start narrow and spread"),
     },
     "tracking": {
         "experiment": Field(str, "", help="MLflow experiment; empty = the pipeline name"),
