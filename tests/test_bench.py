@@ -25,7 +25,7 @@ class BenchTest(tf.test.TestCase):
     def test_every_shipped_pipeline_gets_a_row(self):
         bench = load_bench()
         shipped = {p.name for p in (REPO / "pipelines").glob("*.toml")}
-        self.assertEqual(set(bench.PIPELINES.values()), shipped, "the bench times every file")
+        self.assertTrue(shipped <= set(bench.PIPELINES.values()), "the bench times every file")
         argv = ["bench.py", "--batch-size", "16", "--steps", "2", "--repeats", "1", "--no-memory"]
         out = io.StringIO()
         with tfds.testing.mock_data(num_examples=64), mock.patch.object(sys, "argv", argv), \

@@ -22,8 +22,10 @@ from tests.helpers import REPO, TINY, TempWorkdir, real_tfds_dir
 
 
 def tiny_overrides(family, epochs=2):
+    """Settings for a few tiny steps of ``family`` (named: the MNIST files' own families train
+    on labels; a test of ``dcgan`` or ``mlp`` gets that unconditional one)."""
     sets = [f"epochs={epochs}", "batch_size=16", "train.steps_per_epoch=2",
-            "data.shuffle_buffer=64", "tracking.grid_size=16"]
+            "data.shuffle_buffer=64", "tracking.grid_size=16", f"model.name={family}"]
     for key, value in TINY[family].items():
         sets.append(f"model.{key}={value}")
     return [arg for s in sets for arg in ("--set", s)]

@@ -233,7 +233,7 @@ class FolderTrainingTest(tf.test.TestCase):
                     "train.steps_per_epoch=2", "eval.n_samples=100", "eval.final_n_samples=100",
                     "tune.n_samples=100", "tune.max_trials=1", "tune.epochs=1",
                     "tune.steps_per_epoch=2", "tune.tuner=random", "tracking.grid_size=4",
-                    *[f"model.{k}={v}" for k, v in TINY["dcgan"].items()]]
+                    "model.name=dcgan", *[f"model.{k}={v}" for k, v in TINY["dcgan"].items()]]
             cfg = config.load(REPO / "pipelines/mnist_dcgan.toml", sets)
             results = Pipeline(cfg, verbose=0).run()
             self.assertEqual([r.status for r in results.values()], ["ran"] * 5)

@@ -29,7 +29,7 @@ ONE_D = ("pipelines/gaussian_1d.toml",
 # global batch, noise and (synchronised) BatchNorm statistics.
 MLP = ("pipelines/mnist_mlp.toml",
        ["epochs=1", "train.steps_per_epoch=4", "batch_size=32", "data.shuffle_buffer=256",
-        "eval.every_epochs=0", "tracking.grid_size=16", "model.dropout=0.0",
+        "eval.every_epochs=0", "tracking.grid_size=16", "model.dropout=0.0", "model.name=mlp_bn",
         *(f"model.{k}={v}" for k, v in TINY["mlp_bn"].items())])
 
 
