@@ -208,6 +208,7 @@ class MoreFaultsTest(tf.test.TestCase):
         with TempWorkdir() as work:
             # learning rates this small leave G at its initial, nearly constant output
             cfg = tiny_1d("epochs=3", "eval.stop_on_collapse=true",
+                          "eval.collapse_grace_epochs=0",  # (the file waits 2 epochs)
                           "train.d_learning_rate=1e-9", "train.g_learning_rate=1e-9")
             with self.assertRaisesRegex(Exception, "stopped on mode collapse .*epoch 1"):
                 train(cfg, verbose=0)
