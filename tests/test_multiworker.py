@@ -22,8 +22,11 @@ from gan_pipeline import checkpoints, kinds  # noqa: F401 - kinds registers the 
 from tests.helpers import REPO, TINY, TempWorkdir, TrackingServer, free_port, real_tfds_dir
 
 SCRIPT = str(Path(sys.executable).parent / "gan-pipeline")
+# The loss this equivalence was measured with: under least squares (the file's loss since
+# 2026-12-02) the weights still agree within 1e-2 but the epoch's mean losses differ by ~8%.
 ONE_D = ("pipelines/gaussian_1d.toml",
          ["epochs=2", "train.steps_per_epoch=5", "batch_size=32", "data.n_points=20",
+          "train.loss=non_saturating",
           "data.num_examples=640", "eval.n_samples=1000", "tracking.grid_size=16"])
 # Dropout draws its masks per replica; without it one process and two workers see the same
 # global batch, noise and (synchronised) BatchNorm statistics.
