@@ -61,7 +61,7 @@ class GAN(keras.Model):
         if mix_classes and not self.num_classes:
             raise ValueError("mix_classes needs a conditional GAN (num_classes > 0)")
         self.mix_classes = bool(mix_classes)
-        self._exported = None
+        object.__setattr__(self, "_exported", None)
         self.ema_decay = float(ema_decay)
         self.ema_generator = None
         if self.ema_decay > 0:
@@ -156,8 +156,9 @@ class GAN(keras.Model):
         layers and weights, built once)."""
         if not self.mix_classes:
             return self.sampler
-        if self._exported is None:
-            self._exported = kinds.class_mixture(self.sampler, self.label_probs)
+        if self._exported is None:  # (not tracked: its weights are the sampler's, saved once)
+            object.__setattr__(self, "_exported",
+                               kinds.class_mixture(self.sampler, self.label_probs))
         return self._exported
 
     def call(self, inputs, training=False):
