@@ -76,15 +76,17 @@ class GAN(keras.Model):
 
     def compile(self, d_optimizer, g_optimizer, loss: losses.GANLoss | str = "non_saturating",
                 penalties=(), d_steps: int = 1, g_steps: int = 1,
-                augmentation: augment.DiffAugment | None = None, **kwargs):
+                augmentation: augment.DiffAugment | None = None, g_penalties=(), **kwargs):
         """``loss`` is a ``GANLoss`` (or the name of one, with its defaults); ``penalties`` are
-        added to D's loss (e.g. ``losses.R1(gamma)``); ``augmentation`` (a ``DiffAugment``)
-        transforms every image D judges, real and fake, in both steps."""
+        added to D's loss (e.g. ``losses.R1(gamma)``), ``g_penalties`` to G's (e.g.
+        ``losses.ModeSeeking(1.0)``); ``augmentation`` (a ``DiffAugment``) transforms every
+        image D judges, real and fake, in both steps."""
         super().compile(**kwargs)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
         self.loss_fn = losses.make_loss(loss) if isinstance(loss, str) else loss
         self.penalties = list(penalties)
+        self.g_penalties = list(g_penalties)
         self.augmentation = augmentation if augmentation is not None else augment.DiffAugment()
         if d_steps < 1 or g_steps < 1:
             raise ValueError(f"d_steps and g_steps must be >= 1, got {d_steps}, {g_steps}")
@@ -167,11 +169,16 @@ class GAN(keras.Model):
             return self.generator(inputs, training=True)
         return self.sampler(inputs, training=False)
 
-    def generator_inputs(self, batch_size, labels=None):
-        """Fresh noise (and, conditional, ``labels`` or fresh ones) for ``batch_size``."""
+    def generator_inputs(self, batch_size, labels=None, paired=False):
+        """Fresh noise (and, conditional, ``labels`` or fresh ones) for ``batch_size``.
+        ``paired``: row ``batch_size // 2 + i`` gets row ``i``'s fresh label (pairs of samples
+        that differ in their noise alone, for ``losses.ModeSeeking``)."""
         z = self.sample_noise(batch_size)
         if not self.conditional:
             return z
+        if labels is None and paired:
+            second = self.sample_labels(batch_size - batch_size // 2)
+            labels = ops.concatenate([second[:batch_size // 2], second], axis=0)
         return [z, self.sample_labels(batch_size) if labels is None else labels]
 
     def generate(self, batch_size):
@@ -227,11 +234,15 @@ class GAN(keras.Model):
 
     def generator_step(self, batch_size):
         """One G update through a frozen-by-construction D; only G's weights change."""
-        inputs = self.generator_inputs(batch_size)
+        inputs = self.generator_inputs(
+            batch_size, paired=any(getattr(p, "paired", False) for p in self.g_penalties))
         with tf.GradientTape() as tape:
             generated = self.generator(inputs, training=True)
             g_loss = self.loss_fn.generator(
                 self.judge(self.augmented(generated), inputs[1] if self.conditional else None))
+            g_pass = losses.GeneratorPass(inputs, generated)
+            for penalty in self.g_penalties:
+                g_loss = g_loss + penalty(g_pass)
             scaled = self.g_optimizer.scale_loss(distribute.scale_loss(g_loss))
         grads = tape.gradient(scaled, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
@@ -303,6 +314,7 @@ class GAN(keras.Model):
             "g_optimizer": keras.saving.serialize_keras_object(self.g_optimizer),
             "loss": keras.saving.serialize_keras_object(self.loss_fn),
             "penalties": [keras.saving.serialize_keras_object(p) for p in self.penalties],
+            "g_penalties": [keras.saving.serialize_keras_object(p) for p in self.g_penalties],
             "augmentation": keras.saving.serialize_keras_object(self.augmentation),
             "d_steps": self.d_steps,
             "g_steps": self.g_steps,
@@ -314,6 +326,8 @@ class GAN(keras.Model):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         config["penalties"] = [keras.saving.deserialize_keras_object(p)
                                for p in config.get("penalties", [])]
+        config["g_penalties"] = [keras.saving.deserialize_keras_object(p)
+                                 for p in config.get("g_penalties", [])]
         if config.get("augmentation") is not None:
             config["augmentation"] = keras.saving.deserialize_keras_object(config["augmentation"])
         self.compile(**config)

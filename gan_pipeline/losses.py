@@ -20,6 +20,12 @@ A penalty is called inside D's gradient tape with the ``DiscriminatorPass`` of t
 returns a scalar added to D's loss. ``R1`` (Mescheder et al. 2018) is gamma/2 E |grad_x D(x)|^2
 at real samples (lazily, every k-th step, with ``train.r1_every``). ``GradientPenalty`` is weight * E (|grad D(x_hat)| - 1)^2 at random points
 x_hat between real and fake samples.
+
+A generator penalty is called inside G's gradient tape with the ``GeneratorPass`` of that step
+and returns a scalar added to G's loss. ``ModeSeeking`` (Mao et al. 2019) rewards G for making
+different samples from different noise: the step's batch comes in two halves with the same
+labels (conditional) and fresh noise, and the penalty is weight / (mean |G(z1) - G(z2)| /
+mean |z1 - z2| + 1e-5) over those pairs.
 """
 
 from __future__ import annotations
@@ -264,6 +270,57 @@ class GradientPenalty:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+@dataclass
+class GeneratorPass:
+    """What one G step computed, for generator penalties: its ``inputs`` (z, or ``[z,
+    labels]``) and the ``generated`` batch. When a penalty is ``paired``, row ``i`` and row
+    ``batch // 2 + i`` share their label (conditional) and differ in their noise."""
+
+    inputs: Any
+    generated: Any
+
+
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class ModeSeeking:
+    """weight / (mean |G(z1) - G(z2)| / mean |z1 - z2| + 1e-5) over the step's pairs: falls as
+    G's samples spread out with their noise, so G cannot map all its noise onto a few modes
+    (Mao et al. 2019, "Mode Seeking GANs"; their weight for images is 1). A conditional G is
+    compared with itself on the same label, the case it was made for: a G that reads the
+    label and ignores its noise."""
+
+    paired = True
+
+    def __init__(self, weight: float):
+        if not weight > 0:
+            raise ValueError(f"mode-seeking weight must be > 0, got {weight!r}")
+        self.weight = float(weight)
+
+    @staticmethod
+    def spread(step: GeneratorPass):
+        """mean |G(z1) - G(z2)| / mean |z1 - z2| over the pairs (rows i and half + i)."""
+        z = step.inputs[0] if isinstance(step.inputs, (list, tuple)) else step.inputs
+        z, x = _f32(z), _f32(step.generated)
+        half = ops.shape(x)[0] // 2
+        dx = ops.mean(ops.abs(x[:half] - x[half:2 * half]))
+        dz = ops.mean(ops.abs(z[:half] - z[half:2 * half]))
+        return dx / (dz + 1e-12)
+
+    def __call__(self, step: GeneratorPass):
+        return self.weight / (self.spread(step) + 1e-5)
+
+    def get_config(self):
+        return {"weight": self.weight}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def generator_penalties_from(train) -> list:
+    """The generator penalties the ``[train]`` settings switch on."""
+    return [ModeSeeking(train.mode_seeking)] if train.mode_seeking > 0 else []
 
 
 def penalties_from(train) -> list:

@@ -216,3 +216,70 @@ class PenaltyResumeTest(tf.test.TestCase):
             resumed = train(tiny_1d("epochs=3", "name=resumed", *sets), verbose=0, resume=True)
         for a, b in zip(straight.gan.variables, resumed.gan.variables):
             self.assertAllClose(a, b, rtol=1e-5, atol=1e-6, msg=a.path)
+
+
+class ModeSeekingTest(tf.test.TestCase):
+    def test_value_for_a_linear_generator(self):
+        """G(z) = 3 z moves its samples 3 units per unit of noise: the term is w / (3 + 1e-5)."""
+        z = tf.constant(np.random.default_rng(0).normal(size=(8, 4)), tf.float32)
+        step = losses.GeneratorPass(z, 3.0 * z)
+        self.assertAllClose(losses.ModeSeeking.spread(step), 3.0, rtol=1e-5)
+        self.assertAllClose(losses.ModeSeeking(2.0)(step), 2.0 / (3.0 + 1e-5), rtol=1e-5)
+        # a collapsed G (the same sample for all noise) is penalised most
+        collapsed = losses.GeneratorPass([z, tf.zeros((8, 1), tf.int32)], tf.ones((8, 5)))
+        self.assertAllClose(losses.ModeSeeking(1.0)(collapsed), 1e5, rtol=1e-3)
+
+    def test_pairs_share_their_label_and_differ_in_noise(self):
+        cfg = config.validate(config.apply_overrides(
+            {"model": {"name": "cdcgan", **TINY["cdcgan"]}}, ["train.mode_seeking=1"]))
+        gan = build_gan(cfg, (28, 28, 1), class_names=[str(i) for i in range(10)])
+        for batch in (8, 9):
+            z, labels = gan.generator_inputs(batch, paired=True)
+            half = batch // 2
+            self.assertEqual(labels.shape, (batch, 1))
+            self.assertAllEqual(labels[:half], labels[half:2 * half])
+            self.assertNotAllClose(z[:half], z[half:2 * half])
+        self.assertGreater(len(set(np.asarray(labels).ravel())), 1)
+
+    def test_the_g_step_adds_it_changes_only_g_and_it_round_trips(self):
+        keras.utils.set_random_seed(0)
+        cfg = tiny_cfg("mlp", "train.mode_seeking=1")
+        gan = build_gan(cfg, SHAPES["mlp"])
+        self.assertEqual([type(p) for p in gan.g_penalties], [losses.ModeSeeking])
+        d_before = snapshot(gan.discriminator.trainable_weights)
+        g_before = snapshot(gan.generator.trainable_weights)
+        g_loss, generated = gan.generator_step(8)
+        self.assertFalse(any(changed(d_before, gan.discriminator.trainable_weights)))
+        self.assertTrue(all(changed(g_before, gan.generator.trainable_weights)))
+        # the term is part of G's loss
+        plain = gan.loss_fn.generator(gan.judge(generated, None))
+        self.assertGreater(float(g_loss), float(plain))
+        with tempfile.TemporaryDirectory() as tmp:
+            gan.save(Path(tmp) / "gan.keras")
+            loaded = keras.models.load_model(Path(tmp) / "gan.keras", safe_mode=True)
+        self.assertEqual([(type(p), p.weight) for p in loaded.g_penalties],
+                         [(losses.ModeSeeking, 1.0)])
+
+    def test_it_spreads_a_generator_that_ignores_its_noise(self):
+        """Under the term alone, a G that nearly ignores its noise learns to use it."""
+        keras.utils.set_random_seed(0)
+        z_in = keras.Input((4,))
+        g = keras.Model(z_in, keras.layers.Dense(6, kernel_initializer=keras.initializers.Constant(
+            1e-3))(z_in))
+        d_in = keras.Input((6,))
+        gan = GAN(g, keras.Model(d_in, keras.layers.Dense(1)(d_in)), seed=1)
+        gan.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2),
+                    g_penalties=[losses.ModeSeeking(1.0)])
+        spread = lambda: float(losses.ModeSeeking.spread(  # noqa: E731
+            losses.GeneratorPass(*(lambda z: (z, g(z)))(gan.sample_noise(64)))))
+        before = spread()
+        for _ in range(50):
+            gan.generator_step(64)
+        self.assertGreater(spread(), 10 * before)
+
+    def test_weight_must_be_positive_and_the_setting_is_validated(self):
+        with self.assertRaises(ValueError):
+            losses.ModeSeeking(0.0)
+        with self.assertRaisesRegex(UserError, "mode_seeking"):
+            config.validate({"train": {"mode_seeking": -1.0}})
+        self.assertEqual(losses.generator_penalties_from(config.validate({}).train), [])

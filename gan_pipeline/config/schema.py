@@ -186,6 +186,9 @@ SCHEMA: dict[str, Any] = {
         "gp_weight": Field(float, 0.0, min=0, max=1e6,
                            help="gradient penalty weight at points between real and fake "
                                 "(0 = off; needed by the wasserstein loss)"),
+        "mode_seeking": Field(float, 0.0, min=0, max=1e3,
+                              help="mode-seeking term in G's loss: weight / (how far G's samples "
+                                   "move per unit of noise) over pairs of samples (0 = off)"),
         "augment": Field(list, [], choices=_augmentations,
                          help="DiffAugment of every image D judges, real and fake, in both "
                               "steps: translation, cutout, color (images only; [] = off)"),
