@@ -13,7 +13,7 @@ from unittest import mock
 from gan_pipeline import config, families, kinds
 from gan_pipeline.errors import UserError
 from gan_pipeline.factory import build_gan
-from gan_pipeline.families.common import ByteDropout
+from gan_pipeline.families.common import ByteDropout, MinibatchStd
 from gan_pipeline.families.gaussian_1d import DeviationFeatures, SortedValues
 from tests.helpers import TINY
 
@@ -130,6 +130,37 @@ class ByteDropoutTest(tf.test.TestCase):
         again = reloaded(d)
         self.assertEqual([l.rate for l in again.layers if isinstance(l, ByteDropout)], [0.3])
         self.assertAllClose(again(x), d(x))
+
+
+class MinibatchStdTest(tf.test.TestCase):
+    def test_appends_the_batchs_mean_feature_spread_to_every_sample(self):
+        x = np.array([[0.0, 10.0], [2.0, 10.0], [4.0, 10.0], [6.0, 10.0]], np.float32)
+        out = MinibatchStd()(x).numpy()
+        self.assertAllClose(out[:, :2], x)
+        # per-feature std over the batch: sqrt(5) and 0; their mean, on every row
+        self.assertAllClose(out[:, 2], [np.sqrt(5.0) / 2] * 4, rtol=1e-4)
+        same = MinibatchStd()(np.ones((6, 3), np.float32)).numpy()
+        self.assertAllClose(same[:, 3], np.zeros(6), atol=1e-3)  # no variety: ~0
+
+    def test_lets_d_tell_a_varied_batch_from_a_copied_one(self):
+        for name in ("mlp", "labelled_dcgan"):
+            with self.subTest(name):
+                small = {"mlp": {"d_widths": [8], "g_widths": [8]},
+                         "labelled_dcgan": TINY["cdcgan"]}[name]
+                args = {"num_classes": 10} if name == "labelled_dcgan" else {}
+                _, d = families.build(name, (28, 28, 1), minibatch_std=True, **small, **args)
+                _, plain = families.build(name, (28, 28, 1), **small, **args)
+                self.assertIn("MinibatchStd", layer_types(d))
+                self.assertNotIn("MinibatchStd", layer_types(plain))
+                rng = np.random.default_rng(1)
+                x = rng.uniform(-1, 1, (6, 28, 28, 1)).astype(np.float32)
+                inputs = [x, np.arange(6).reshape(6, 1)] if args else x
+                copied = ([np.repeat(x[:1], 6, 0), np.zeros((6, 1), np.int64)] if args
+                          else np.repeat(x[:1], 6, 0))
+                # one sample judged alone in a varied batch and among copies of itself
+                self.assertNotAllClose(d(inputs)[0], d(copied)[0])
+                self.assertAllClose(plain(inputs)[0], plain(copied)[0])  # without it: alike
+                self.assertAllClose(reloaded(d)(inputs), d(inputs))
 
 
 class SortedValuesTest(tf.test.TestCase):

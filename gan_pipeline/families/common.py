@@ -61,3 +61,27 @@ class ByteDropout(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+def minibatch_std(h, on: bool):
+    """``h`` with one more feature, the batch's variety (``MinibatchStd``), when ``on``."""
+    return MinibatchStd()(h) if on else h
+
+
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class MinibatchStd(layers.Layer):
+    """One more feature for D: the standard deviation of each feature over the batch D judges,
+    averaged into one number and appended to every sample's features (Karras et al. 2018,
+    ProGAN, over the whole batch). A batch of fakes with too little variety shows it in this
+    number, so D can tell it from a real batch and G is pushed to spread out. D judges real and
+    fake batches separately, so the figure is of one kind of batch. Input (batch, F), output
+    (batch, F + 1); computed in float32."""
+
+    def call(self, inputs):
+        h = tf.cast(inputs, "float32")
+        spread = tf.sqrt(tf.math.reduce_variance(h, axis=0) + 1e-8)   # (F,)
+        column = tf.fill([tf.shape(h)[0], 1], tf.reduce_mean(spread))  # (batch, 1)
+        return tf.concat([inputs, tf.cast(column, inputs.dtype)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], None if input_shape[-1] is None else input_shape[-1] + 1)

@@ -10,7 +10,7 @@ from keras import layers
 
 from gan_pipeline.errors import UserError
 from gan_pipeline.families import Family
-from gan_pipeline.families.common import OUT, batch_norm, dropout, leaky
+from gan_pipeline.families.common import OUT, batch_norm, dropout, leaky, minibatch_std
 
 
 def check_shape(shape: tuple[int, ...], name: str) -> None:
@@ -35,12 +35,13 @@ def generator_body(h, shape: tuple[int, ...], hp: dict[str, Any]):
 
 
 def discriminator_features(x, hp: dict[str, Any]):
-    """Strided Conv2D + LeakyReLU + Dropout per ``d_filters``, flattened."""
+    """Strided Conv2D + LeakyReLU + Dropout per ``d_filters``, flattened (and the batch's
+    variety as one more feature with ``minibatch_std``)."""
     h = x
     for filters in hp["d_filters"]:
         h = layers.Conv2D(filters, hp["kernel_size"], strides=2, padding="same")(h)
         h = dropout(hp["dropout"])(leaky(hp["leaky_slope"])(h))
-    return layers.Flatten()(h)
+    return minibatch_std(layers.Flatten()(h), hp["minibatch_std"])
 
 
 def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
@@ -54,7 +55,8 @@ def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
 
 
 DEFAULTS = {"latent_dim": 100, "g_base_filters": 128, "g_filters": 64, "d_filters": [64, 128],
-            "kernel_size": 5, "dropout": 0.3, "leaky_slope": 0.2, "bn_momentum": 0.8}
+            "kernel_size": 5, "dropout": 0.3, "leaky_slope": 0.2, "bn_momentum": 0.8,
+            "minibatch_std": False}
 FAMILIES = (
     Family("dcgan", build, DEFAULTS, summary="the tutorials' DCGAN (sides must divide by 4)"),
 )

@@ -12,7 +12,7 @@ import keras
 from keras import layers
 
 from gan_pipeline.families import Family
-from gan_pipeline.families.common import OUT, batch_norm, dropout, leaky
+from gan_pipeline.families.common import OUT, batch_norm, dropout, leaky, minibatch_std
 
 
 def initializer(hp: dict[str, Any]):
@@ -31,12 +31,13 @@ def generator_body(h, shape: tuple[int, ...], hp: dict[str, Any], init):
 
 
 def discriminator_features(x, hp: dict[str, Any], init):
-    """The flattened input through Dense + LeakyReLU + Dropout per ``d_widths``."""
+    """The flattened input through Dense + LeakyReLU + Dropout per ``d_widths`` (and the
+    batch's variety as one more feature with ``minibatch_std``)."""
     h = layers.Flatten()(x)
     for width in hp["d_widths"]:
         h = leaky(hp["leaky_slope"])(layers.Dense(width, kernel_initializer=init)(h))
         h = dropout(hp["dropout"])(h)
-    return h
+    return minibatch_std(h, hp["minibatch_std"])
 
 
 def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
@@ -52,7 +53,7 @@ def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
 
 DEFAULTS = {"latent_dim": 100, "g_widths": [256, 512, 1024], "d_widths": [1024, 512, 256],
             "dropout": 0.3, "leaky_slope": 0.2, "init_std": 0.02, "batch_norm": False,
-            "bn_momentum": 0.8}
+            "bn_momentum": 0.8, "minibatch_std": False}
 FAMILIES = (
     Family("mlp", build, DEFAULTS, summary="the tutorials' MLP GAN"),
     Family("mlp_bn", build, {**DEFAULTS, "batch_norm": True},
