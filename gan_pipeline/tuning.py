@@ -39,22 +39,60 @@ from gan_pipeline.factory import gan_for
 from gan_pipeline.fitting import Fit, steps_per_epoch
 
 
-def declare(hp: kt.HyperParameters, space: dict) -> None:
+def declare(hp: kt.HyperParameters, space: dict, defaults: dict | None = None) -> None:
     """Declare ``space`` (validated ``tune.space``) in ``hp``. List values (e.g. filter counts)
-    are offered as JSON strings, since Keras Tuner's choices must be scalars."""
+    are offered as JSON strings, since Keras Tuner's choices must be scalars. ``defaults`` (the
+    pipeline file's own values, by name) become the hyperparameters' defaults where they lie in
+    the space: the search's first candidate (``file_first``)."""
+    defaults = defaults or {}
     for name, spec in space.items():
+        default = defaults.get(name)
         if "values" in spec:
             values = spec["values"]
             if isinstance(values[0], list):
                 values = [json.dumps(v) for v in values]
-            hp.Choice(name, values)
-        elif isinstance(spec["min"], int):
+                default = json.dumps(default) if default is not None else None
+            hp.Choice(name, values, default=default if default in values else None)
+            continue
+        inside = (default is not None and not isinstance(default, (bool, str, list))
+                  and spec["min"] <= default <= spec["max"])
+        if isinstance(spec["min"], int):
             step = spec.get("step", None if spec["log"] else 1)  # log: a multiplier, > 1
             hp.Int(name, spec["min"], spec["max"], step=step,
-                   sampling="log" if spec["log"] else "linear")
+                   sampling="log" if spec["log"] else "linear",
+                   default=int(default) if inside and float(default).is_integer() else None)
         else:
             hp.Float(name, spec["min"], spec["max"], step=spec.get("step"),
-                     sampling="log" if spec["log"] else "linear")
+                     sampling="log" if spec["log"] else "linear",
+                     default=float(default) if inside and not spec.get("step") else None)
+
+
+def file_values(cfg, space: dict) -> dict:
+    """The pipeline file's own value of each setting ``space`` searches, by name."""
+    settings = cfg.to_dict()
+    values = {}
+    for name in space:
+        section, key = name.split(".", 1)
+        values[name] = settings.get(section, {}).get(key)
+    return values
+
+
+def file_first(oracle) -> None:
+    """Make ``oracle``'s first candidate the hyperparameters' defaults: the pipeline file's own
+    settings (``declare``). Short trials favour settings that lose over a full run, so every
+    search (random, Bayesian's initial points, Hyperband's first bracket) judges the file's
+    settings beside its draws on the same horizon, and the trials' MLflow runs show how they
+    compared; the train stage still takes the best trial's. Later candidates are drawn as
+    Keras Tuner draws them; a resumed search (its tried values restored) draws as before."""
+    draw = oracle._random_values
+
+    def defaults_first():
+        if oracle._tried_so_far:
+            return draw()
+        values = {hp.name: hp.default for hp in oracle.hyperparameters.space}
+        return draw() if oracle._duplicate(values) else values
+
+    oracle._random_values = defaults_first
 
 
 def chosen(hp: kt.HyperParameters, space: dict) -> dict:
@@ -86,7 +124,7 @@ class GANHyperModel(kt.HyperModel):
         return steps_per_epoch(cfg, self.source, fixed=cfg.tune.steps_per_epoch)
 
     def trial_config(self, hp: kt.HyperParameters):
-        declare(hp, self.space)
+        declare(hp, self.space, file_values(self.cfg, self.space))
         return self.cfg.replace(chosen(hp, self.space))
 
     def build(self, hp):
@@ -157,18 +195,23 @@ class Hyperband(_GANTunerMixin, kt.Hyperband):
 
 
 def make_tuner(cfg, hypermodel: GANHyperModel, directory: Path, project: str):
-    """The Keras Tuner ``tune.tuner`` names, optimising the quality figure; it reloads its state
-    from ``directory/project`` when that exists (a rerun continues the search)."""
+    """The Keras Tuner ``tune.tuner`` names, optimising the quality figure, its first candidate
+    the file's own settings; it reloads its state from ``directory/project`` when that exists
+    (a rerun continues the search)."""
     t = cfg.tune
     objective = kt.Objective(hypermodel.objective, hypermodel.direction)
     common = dict(hypermodel=hypermodel, objective=objective,
                   seed=cfg.seed, directory=str(directory), project_name=project,
                   overwrite=False, max_consecutive_failed_trials=t.max_failed_trials)
     if t.tuner == "hyperband":
-        return Hyperband(max_epochs=t.epochs, factor=t.hyperband_factor, **common)
-    if t.tuner == "bayesian":
-        return BayesianOptimization(max_trials=t.max_trials, **common)
-    return RandomSearch(max_trials=t.max_trials, **common)
+        tuner = Hyperband(max_epochs=t.epochs, factor=t.hyperband_factor, **common)
+    elif t.tuner == "bayesian":
+        tuner = BayesianOptimization(max_trials=t.max_trials, **common)
+    else:
+        tuner = RandomSearch(max_trials=t.max_trials, **common)
+    if isinstance(tuner.oracle, kt.Oracle):  # not a distributed search's worker (a client)
+        file_first(tuner.oracle)
+    return tuner
 
 
 def search(cfg, directory: Path, project: str, parent_run_id: str, worker: bool = False,

@@ -242,6 +242,37 @@ class TuningTest(tf.test.TestCase):
         self.assertBetween(values["model.g_hidden"], 8, 64)
         self.assertBetween(values["train.beta_1"], 0.1, 0.9)
 
+    def test_the_files_own_settings_are_every_searchs_first_candidate(self):
+        space = {"train.d_learning_rate": {"min": 1e-4, "max": 1e-3, "log": True},
+                 "train.beta_1": {"values": [0.5, 0.0]},
+                 "model.d_filters": {"values": [[4, 8], [8, 16]]},
+                 "train.d_steps": {"min": 1, "max": 3, "log": False}}
+        file = {"train.d_learning_rate": 2e-4, "train.beta_1": 0.0, "model.d_filters": [8, 16],
+                "train.d_steps": 2}
+        objective = kt.Objective("frechet_distance", "min")
+        oracles = {"random": lambda: kt.oracles.RandomSearchOracle(objective, max_trials=9,
+                                                                    seed=1),
+                   "hyperband": lambda: kt.oracles.HyperbandOracle(objective, max_epochs=9,
+                                                                   seed=1),
+                   "bayesian": lambda: kt.oracles.BayesianOptimizationOracle(
+                       objective, max_trials=9, seed=1)}
+        for name, make in oracles.items():
+            with self.subTest(name), TempWorkdir() as work:
+                oracle = make()
+                oracle._set_project_dir(str(work.path), name)
+                hp = kt.HyperParameters()
+                tuning.declare(hp, space, file)
+                oracle.update_space(hp)
+                tuning.file_first(oracle)
+                first, second = oracle.create_trial("a"), oracle.create_trial("b")
+                self.assertEqual(tuning.chosen(first.hyperparameters, space), file)
+                self.assertNotEqual(tuning.chosen(second.hyperparameters, space), file)
+        # a file value outside the space is not offered: the search's own default instead
+        hp = kt.HyperParameters()
+        tuning.declare(hp, space, {**file, "train.d_learning_rate": 5e-5, "train.beta_1": 0.9})
+        self.assertBetween(hp.get("train.d_learning_rate"), 1e-4, 1e-3)
+        self.assertIn(hp.get("train.beta_1"), [0.5, 0.0])
+
 
 @pytest.mark.process
 class DistributedTuningTest(tf.test.TestCase):
