@@ -335,6 +335,23 @@ class GAN(keras.Model):
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.g_optimizer.build(self.generator.trainable_variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a tf.distribute strategy Keras' fit first takes one batch to learn its shapes,
+        # reducing it across replicas in ONE call on the whole batch structure. Under
+        # MultiWorkerMirroredStrategy that call cannot take an (images, labels) pair: the
+        # conditional and labelled families failed before their first step ("Attempt to convert
+        # a value (PerReplica ...) to a Tensor"). Only the shapes matter here, so each part is
+        # taken from this worker's first replica instead (no collective).
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, batches in iterator:
+                batch = next(batches)
+                break
+            data_batch = tf.nest.map_structure(
+                lambda v: (self._distribute_strategy.experimental_local_results(v)[0]
+                           if isinstance(v, tf.distribute.DistributedValues) else v), batch)
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
 
 class NonFiniteWatch:
     """Where training first produced a non-finite loss, kept on the device.

@@ -29,11 +29,12 @@ ONE_D = ("pipelines/gaussian_1d.toml",
           "train.loss=non_saturating",
           "data.num_examples=640", "eval.n_samples=1000", "tracking.grid_size=16"])
 # Dropout draws its masks per replica; without it one process and two workers see the same
-# global batch, noise and (synchronised) BatchNorm statistics.
+# global batch, noise, fake labels and (synchronised) BatchNorm statistics. The file's own
+# family (labelled_mlp), so its (images, labels) batches are distributed too.
 MLP = ("pipelines/mnist_mlp.toml",
        ["epochs=1", "train.steps_per_epoch=4", "batch_size=32", "data.shuffle_buffer=256",
-        "eval.every_epochs=0", "tracking.grid_size=16", "model.dropout=0.0", "model.name=mlp_bn",
-        *(f"model.{k}={v}" for k, v in TINY["mlp_bn"].items())])
+        "eval.every_epochs=0", "tracking.grid_size=16", "model.dropout=0.0",
+        *(f"model.{k}={v}" for k, v in TINY["labelled_mlp"].items())])
 
 
 def tf_config(ports, index):
