@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from gan_pipeline import config, data, distribute, families  # noqa: E402
+from gan_pipeline.errors import UserError  # noqa: E402
 from gan_pipeline.factory import gan_for, resolved_precision  # noqa: E402
 from gan_pipeline.fitting import set_steps_per_execution  # noqa: E402
 
@@ -49,6 +50,8 @@ PIPELINES = {row: file for row, (file, _) in ROWS.items()}
 
 
 def load_cfg(name: str, batch_size: int, sets: list[str] = ()):
+    if name not in ROWS:
+        raise UserError(f"unknown bench row {name!r} in --models; allowed: {', '.join(ROWS)}")
     file, changed = ROWS[name]
     return config.load(REPO / "pipelines" / file,
                        [f"batch_size={batch_size}", "eval.every_epochs=0", *changed, *sets])
@@ -268,4 +271,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UserError as exc:  # e.g. MNIST not prepared: one line, as the CLI says it
+        print(f"gan-pipeline: error: {exc}", file=sys.stderr)
+        sys.exit(2)
