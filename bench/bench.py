@@ -270,9 +270,15 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> int:
+    """``main``, with a user's mistake (an unknown row, MNIST not prepared) as one line and
+    exit status 2, as the CLI reports it."""
     try:
-        sys.exit(main())
-    except UserError as exc:  # e.g. MNIST not prepared: one line, as the CLI says it
+        return main()
+    except UserError as exc:
         print(f"gan-pipeline: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -35,3 +35,13 @@ class BenchTest(tf.test.TestCase):
         self.assertTrue(table[0].startswith("| model |") and table[1].startswith("|---"), table)
         rows = [row.split(" | ")[0].removeprefix("| ") for row in table[2:]]
         self.assertEqual(sorted(rows), sorted(bench.PIPELINES))
+
+    def test_an_unknown_row_is_one_error_line_naming_the_allowed_ones(self):
+        bench = load_bench()
+        err = io.StringIO()
+        with mock.patch.object(sys, "argv", ["bench.py", "--models", "dcgann", "--no-memory"]), \
+                contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            self.assertEqual(bench.run(), 2)
+        lines = err.getvalue().strip().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertRegex(lines[0], r"^gan-pipeline: error: unknown bench row 'dcgann'.*allowed: dcgan")
