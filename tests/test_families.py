@@ -182,6 +182,36 @@ class SortedValuesTest(tf.test.TestCase):
         self.assertAllClose(reloaded(d)(x), d(x))
 
 
+class MonotoneFamilyTest(tf.test.TestCase):
+    def test_generator_keeps_the_order_of_its_noise_through_training(self):
+        # G's weights start >= 0 and are clipped at 0 after every update, so G (and its EMA
+        # copy) maps larger noise to larger values however hard it is pushed: it cannot fold.
+        cfg = config.load(Path(__file__).resolve().parents[1] / "pipelines/gaussian_1d.toml",
+                          ["model.name=gaussian_1d_monotone", "model.g_hidden=16",
+                           "model.d_hidden=16", "data.n_points=20", "batch_size=16",
+                           "train.g_learning_rate=0.05", "train.d_learning_rate=0.05",
+                           "train.lr_schedule=constant", "train.ema_decay=0.5"])
+        gan = build_gan(cfg, (20,))
+        real = np.random.default_rng(0).normal(4, 1.25, (16, 20)).astype(np.float32)
+        u = np.linspace(0.0, 1.0, 400, dtype=np.float32).reshape(20, 20)
+        before = gan.generator(u).numpy().ravel()
+        for _ in range(30):
+            gan.train_step(tf.constant(real))
+        for network in (gan.generator, gan.ema_generator):
+            kernels = [w.numpy() for w in network.weights if "kernel" in w.path]
+            self.assertLen(kernels, 3)
+            self.assertTrue(all((k >= 0).all() for k in kernels))
+            values = network(u).numpy().ravel()
+            self.assertTrue((np.diff(values) >= -1e-5).all(), network.name)
+        self.assertNotAllClose(gan.generator(u).numpy().ravel(), before)  # it did train
+        self.assertAllClose(reloaded(gan.generator)(u), gan.generator(u))
+
+    def test_the_sorted_familys_generator_is_not_held_to_order(self):
+        g, _ = families.build("gaussian_1d_sorted", (20,))
+        kernels = [w.numpy() for w in g.weights if "kernel" in w.path]
+        self.assertTrue(any((k < 0).any() for k in kernels))
+
+
 class ModelErrorsTest(tf.test.TestCase):
     def test_unknown_family_and_hyperparameter(self):
         with self.assertRaisesRegex(UserError, r"unknown model 'dcgam'.*'dcgan'"):

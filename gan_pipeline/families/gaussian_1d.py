@@ -48,16 +48,27 @@ class SortedValues(layers.Layer):
         return input_shape
 
 
-def builder(features):
-    """A builder whose D sees ``features(x)`` of each vector (None: the raw values)."""
+def order_keeping(fan_in: int) -> dict[str, Any]:
+    """Dense settings that keep a layer increasing in each input: weights >= 0 (drawn so, and
+    clipped at 0 after every update), so that with increasing activations the whole network
+    maps larger noise to larger values."""
+    return {"kernel_initializer": keras.initializers.RandomUniform(0.0, 2.0 / fan_in ** 0.5),
+            "kernel_constraint": keras.constraints.NonNeg()}
+
+
+def builder(features, monotone: bool = False):
+    """A builder whose D sees ``features(x)`` of each vector (None: the raw values); with
+    ``monotone``, G keeps the order of its noise (``order_keeping``)."""
 
     def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
         (n,) = shape
+        width = hp["g_hidden"]
+        keep = order_keeping if monotone else (lambda fan_in: {})
         z = keras.Input((n,), name="z")
         h = layers.Reshape((n, 1))(z)  # Dense on the last axis = the same MLP for every point
-        h = layers.Dense(hp["g_hidden"], activation="relu")(h)
-        h = layers.Dense(hp["g_hidden"], activation="sigmoid")(h)
-        h = layers.Dense(1, dtype=OUT)(h)
+        h = layers.Dense(width, activation="relu", **keep(1))(h)
+        h = layers.Dense(width, activation="sigmoid", **keep(width))(h)
+        h = layers.Dense(1, dtype=OUT, **keep(width))(h)
         generator = keras.Model(z, layers.Reshape((n,), dtype=OUT)(h), name=f"{name}_generator")
 
         x = keras.Input((n,), name="x")
@@ -77,4 +88,7 @@ FAMILIES = (
            kind=kinds.VECTORS, summary="the seed: D sees each value and its squared deviation"),
     Family("gaussian_1d_sorted", builder(SortedValues), DEFAULTS, noise="uniform",
            kind=kinds.VECTORS, summary="D sees each vector sorted (its quantiles)"),
+    Family("gaussian_1d_monotone", builder(SortedValues, monotone=True), DEFAULTS,
+           noise="uniform", kind=kinds.VECTORS,
+           summary="D sees each vector sorted; G keeps the order of its noise (it cannot fold)"),
 )
