@@ -252,7 +252,25 @@ def summary(tuner, cfg, objective: str) -> dict:
     if not best:
         raise UserError(f"the search finished without one successful trial ({len(trials)} "
                         "failed): widen or move the search space, or lower the learning rates")
+    # The file's own settings (the first candidate) judged on the same horizon, when a trial
+    # ran them: best first, so the first match is their best reading (Hyperband: longest rung).
+    own = file_values(cfg, cfg.tune.space)
+    file_trial = next((t for t in best if _same(chosen(t.hyperparameters, cfg.tune.space), own)),
+                      None)
     return {"objective_name": objective, "objective": float(best[0].score),
             "best_trial": best[0].trial_id, "values": chosen(best[0].hyperparameters,
                                                              cfg.tune.space),
+            "file_values": own,
+            "file_objective": None if file_trial is None else float(file_trial.score),
+            "file_trial": None if file_trial is None else file_trial.trial_id,
             "trials": trials}
+
+
+def _same(values: dict, other: dict) -> bool:
+    """Whether two settings dicts agree (numbers to 1e-9 relative)."""
+    def close(a, b):
+        if isinstance(a, float) or isinstance(b, float):
+            return isinstance(a, (int, float)) and isinstance(b, (int, float)) and \
+                abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-300)
+        return a == b
+    return values.keys() == other.keys() and all(close(values[k], other[k]) for k in values)

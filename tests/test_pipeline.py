@@ -133,6 +133,42 @@ class PipelineRunTest(tf.test.TestCase):
             with self.assertRaisesRegex(UserError, "--only 'trian' is not one of"):
                 Pipeline(tiny_1d(), verbose=0).run(only="trian")
 
+    def test_adopt_file_searches_for_the_record_and_trains_the_file_settings(self):
+        with TempWorkdir() as work:
+            # the file's rates lie inside the space: its own settings are the first trial
+            own = ["train.d_learning_rate=5e-3", "train.g_learning_rate=4e-3",
+                   "tune.max_trials=3"]
+            first = Pipeline(tiny_1d(*own, "tune.adopt=file"), verbose=0).run()
+            client = mlflow.MlflowClient(work.uri)
+            tune = client.get_run(first["tune"].run_id)
+            result = mlflow.artifacts.load_dict(
+                f"runs:/{first['tune'].run_id}/best_hyperparameters.json")
+            self.assertEqual(result["file_values"], {"train.d_learning_rate": 5e-3,
+                                                     "train.g_learning_rate": 4e-3,
+                                                     "train.beta_1": 0.5})
+            trials = children(client, tune.info.experiment_id, tune.info.run_id)
+            file_trial = [t for t in trials
+                          if float(t.data.params["train.d_learning_rate"]) == 5e-3
+                          and float(t.data.params["train.g_learning_rate"]) == 4e-3
+                          and float(t.data.params["train.beta_1"]) == 0.5]
+            self.assertEqual(len(file_trial), 1)
+            self.assertAlmostEqual(tune.data.metrics["file_objective"],
+                                   file_trial[0].data.metrics["objective"], places=6)
+            self.assertEqual(tune.data.params["adopt"], "file")
+            self.assertIn("file_ks", first["tune"].figures)
+            # train ran with the file's rates, whatever the search found best
+            params = client.get_run(first["train"].run_id).data.params
+            self.assertEqual(float(params["train.d_learning_rate"]), 5e-3)
+            self.assertEqual(float(params["train.g_learning_rate"]), 4e-3)
+            # and does not read the search: a new search leaves the trained run standing
+            searched = Pipeline(tiny_1d(*own, "tune.adopt=file"), verbose=0).run(
+                only="tune", force="tune")
+            again = Pipeline(tiny_1d(*own, "tune.adopt=file"), verbose=0).run()
+            self.assertEqual(again["tune"].run_id, searched["tune"].run_id)
+            self.assertNotEqual(again["tune"].run_id, first["tune"].run_id)
+            self.assertEqual((again["train"].status, again["train"].run_id),
+                             ("reused", first["train"].run_id))
+
     def test_without_tune_train_uses_the_file_settings(self):
         with TempWorkdir() as work:
             cfg = tiny_1d("stages=['prepare', 'train', 'evaluate']", "train.g_learning_rate=3e-4")

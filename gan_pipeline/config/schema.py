@@ -20,6 +20,7 @@ from gan_pipeline.errors import UserError, closest
 from gan_pipeline.pipeline.graph import STAGES
 
 TUNERS = ("random", "bayesian", "hyperband")
+ADOPT = ("best", "file")  # what the train stage takes from the search (tune.adopt)
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULES = ("constant", "cosine")
 SEED_MAX = 2**32 - 1  # NumPy and TensorFlow seeds are unsigned 32-bit
@@ -258,6 +259,11 @@ SCHEMA: dict[str, Any] = {
                            help="the figure the search optimises (its direction is known); "
                                 "empty = the data's headline: frechet_distance, or ks for 1-D"),
         "hyperband_factor": Field(int, 3, min=2, max=100),
+        "adopt": Field(str, "best", choices=lambda: list(ADOPT),
+                       help="what the train stage takes from the search: 'best', the best "
+                            "trial's settings; 'file', the file's own (the search still runs "
+                            "and is recorded beside them: for files whose settings were "
+                            "measured to beat the search's picks over the full run)"),
         "max_failed_trials": Field(int, 3, min=1, max=100_000,
                                    help="stop the search after this many failed trials in a row"),
         # plus ``space``: {section: {setting: {min, max[, log, step]} or {values: [...]}}}

@@ -165,8 +165,15 @@ class Pipeline:
         self._summary(time.perf_counter() - started)
         return self.results
 
+    def _reads(self, stage: str) -> tuple[str, ...]:
+        """The stages whose runs ``stage`` reads. With ``tune.adopt = "file"`` train keeps the
+        file's settings: the search is recorded beside it, not read by it."""
+        if stage == "train" and self.cfg.tune.adopt == "file":
+            return tuple(s for s in READS[stage] if s != "tune")
+        return READS[stage]
+
     def _stage(self, stage: str, run_it: bool, force: bool) -> None:
-        upstream = {s: self.results[s].run_id for s in READS[stage] if s in self.results}
+        upstream = {s: self.results[s].run_id for s in self._reads(stage) if s in self.results}
         cfg = self._stage_config(stage)
         key = self.key(stage, cfg, upstream)
         started = time.perf_counter()
@@ -193,9 +200,10 @@ class Pipeline:
               f"{memory})", flush=True)
 
     def _stage_config(self, stage: str):
-        """The config a stage runs with: from train on, the search's best settings applied."""
+        """The config a stage runs with: from train on, the search's best settings applied
+        (unless ``tune.adopt = "file"``)."""
         tune = self.results.get("tune")
-        if stage in ("prepare", "tune") or tune is None:
+        if stage in ("prepare", "tune") or tune is None or self.cfg.tune.adopt == "file":
             return self.cfg
         if self._tuned is None:  # read once: train, evaluate and register all use it
             best = mlflow.artifacts.load_dict(f"runs:/{tune.run_id}/best_hyperparameters.json")

@@ -103,6 +103,7 @@ def run_tune(pipeline, cfg, key: str, upstream: dict):
             mlflow.set_tag("tuner_project", project)
             mlflow.log_params({"tuner": cfg.tune.tuner, "max_trials": cfg.tune.max_trials,
                                "epochs_per_trial": cfg.tune.epochs, "objective": objective,
+                               "adopt": cfg.tune.adopt,
                                "prepare_run_id": upstream.get("prepare")})
             mlflow.log_dict(cfg.tune.space, "search_space.json")
         result = tuning.search(cfg, directory, project, run.info.run_id, source=pipeline.source)
@@ -112,9 +113,27 @@ def run_tune(pipeline, cfg, key: str, upstream: dict):
         mlflow.log_metrics({"best_objective": result["objective"],
                             "trials_completed": outcomes.count("COMPLETED"),
                             "trials_failed": len(outcomes) - outcomes.count("COMPLETED")})
-    figures = {"best_" + result["objective_name"]: result["objective"],
-               "trials": len(result["trials"])}
+        if result["file_objective"] is not None:
+            mlflow.log_metric("file_objective", result["file_objective"])
+    name = result["objective_name"]
+    figures = {"best_" + name: result["objective"], "trials": len(result["trials"])}
+    if result["file_objective"] is not None:
+        figures["file_" + name] = result["file_objective"]
+    print(f"[tune] {_adoption(cfg, result)}", flush=True)
     return run.info.run_id, "resumed" if resumed else "ran", figures
+
+
+def _adoption(cfg, result: dict) -> str:
+    """What the train stage takes from the search, and the search's figures beside it."""
+    name, best = result["objective_name"], result["objective"]
+    own = result["file_objective"]
+    against = (f"; the file's own settings {own:.4g} (trial {result['file_trial']})"
+               if own is not None else "; the file's own settings were not among the trials")
+    found = f"best {name} {best:.4g} (trial {result['best_trial']}: {result['values']}){against}"
+    if cfg.tune.adopt == "file":
+        return (f"{found}. train keeps the file's settings (tune.adopt = 'file': the file "
+                "says why; its trials are in this run for comparison)")
+    return f"{found}. train takes the best trial's settings (tune.adopt = 'best')"
 
 
 def run_train(pipeline, cfg, key: str, upstream: dict):
