@@ -19,7 +19,7 @@ class ShippedPipelinesTest(tf.test.TestCase):
         for path in files:
             cfg = config.load(path)
             self.assertEqual(cfg.name, path.stem)
-            self.assertIn(cfg.model.name, ("gaussian_1d_sorted", "labelled_mlp", "labelled_dcgan",
+            self.assertIn(cfg.model.name, ("gaussian_1d_monotone", "labelled_mlp", "labelled_dcgan",
                                            "cdcgan"))
             # the family's own hyperparameters: not model.name, not model.truncation
             self.assertEqual(set(cfg.hyperparameters()),

@@ -232,6 +232,27 @@ class TuningTest(tf.test.TestCase):
                                  f"trial {p['trial_id']} trained epochs {steps}")
                 continued += first > 0
             self.assertGreater(continued, 0, "Hyperband continued at least one trial")
+            # each trial is scored by the generator it ends with, in MLflow and in the tuner
+            client = mlflow.MlflowClient(work.uri)
+            scores = {t["trial_id"]: t["objective"] for t in result["trials"]}
+            for run in runs:
+                ks = sorted(client.get_metric_history(run.info.run_id, "eval/ks"),
+                            key=lambda m: m.step)
+                self.assertAlmostEqual(run.data.metrics["objective"], ks[-1].value, places=6)
+                self.assertAlmostEqual(scores[run.data.params["trial_id"]], ks[-1].value,
+                                       places=6)
+
+    def test_the_tuner_hears_a_trials_figure_at_its_last_epoch_only(self):
+        from gan_pipeline.callbacks import TunerObjective
+
+        objective = TunerObjective("ks")
+        objective.set_params({"epochs": 3})
+        heard = []
+        for epoch, ks in enumerate([0.01, 0.2, 0.05]):  # the best epoch is not the last
+            logs = {"eval/ks": ks}
+            objective.on_epoch_end(epoch, logs)
+            heard.append(logs.get("ks"))
+        self.assertEqual(heard, [None, None, 0.05])
 
     def test_a_search_continues_where_it_stopped(self):
         with TempWorkdir() as work:

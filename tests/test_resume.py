@@ -206,9 +206,11 @@ class MoreFaultsTest(tf.test.TestCase):
 
     def test_collapse_is_flagged_and_can_stop_the_run(self):
         with TempWorkdir() as work:
-            # learning rates this small leave G at its initial, nearly constant output
+            # learning rates this small leave G at its initial, nearly constant output (the
+            # sorted family's G; the file's order-keeping G starts spread out)
             cfg = tiny_1d("epochs=3", "eval.stop_on_collapse=true",
                           "eval.collapse_grace_epochs=0",  # (the file waits 2 epochs)
+                          "model.name=gaussian_1d_sorted",
                           "train.d_learning_rate=1e-9", "train.g_learning_rate=1e-9")
             with self.assertRaisesRegex(Exception, "stopped on mode collapse .*epoch 1"):
                 train(cfg, verbose=0)
@@ -225,7 +227,7 @@ class MoreFaultsTest(tf.test.TestCase):
     def test_collapse_in_the_grace_epochs_warns_and_stops_after_them(self):
         with TempWorkdir() as work:
             cfg = tiny_1d("epochs=3", "eval.stop_on_collapse=true",
-                          "eval.collapse_grace_epochs=2",
+                          "eval.collapse_grace_epochs=2", "model.name=gaussian_1d_sorted",
                           "train.d_learning_rate=1e-9", "train.g_learning_rate=1e-9")
             with self.assertRaisesRegex(Exception, "stopped on mode collapse .*epoch 3"):
                 train(cfg, verbose=0)

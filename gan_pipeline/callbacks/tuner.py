@@ -1,5 +1,7 @@
-"""``TunerObjective``: hands the epoch's quality figure to Keras Tuner, which reads the
-objective from the epoch's logs."""
+"""``TunerObjective``: hands the trial's quality figure to Keras Tuner, which reads the
+objective from the epoch's logs. Only the last epoch of a trial's fit reports it: a trial is
+judged by the generator it ends with, as a training run is, not by its best epoch on the way
+(an oscillating pair can pass through a good epoch and end far from it)."""
 
 from __future__ import annotations
 
@@ -13,5 +15,5 @@ class TunerObjective(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         key = f"eval/{self.objective}"
-        if logs is not None and key in logs:
+        if epoch + 1 == self.params.get("epochs") and logs is not None and key in logs:
             logs[self.objective] = logs[key]
