@@ -5,7 +5,8 @@ checkpoint left it."""
 from __future__ import annotations
 
 from gan_pipeline import distribute, families, sampling
-from gan_pipeline.callbacks import EpochLogger, QualityCheck, RunControl, RunRecord, TrainClock
+from gan_pipeline.callbacks import (EpochLogger, QualityCheck, RunControl, RunRecord,
+                                   StandingStatistics, TrainClock)
 
 
 class Fit:
@@ -24,7 +25,9 @@ class Fit:
         # the batch pictured every epoch: the same seed gives the same batch
         noise = sampling.noise((grid, *gan.latent_shape), gan.noise, cfg.seed)
         self.control = RunControl(record)
-        self.callbacks = [self.control, TrainClock(record)]
+        standing = StandingStatistics(record, cfg.train.standing_statistics, cfg.batch_size,
+                                      cfg.seed)
+        self.callbacks = [self.control, standing, TrainClock(record)]
         if evaluator is not None and every:
             self.callbacks.append(QualityCheck(record, evaluator, every, stop_on_collapse,
                                                grace=cfg.eval.collapse_grace_epochs))

@@ -14,6 +14,7 @@ uniformly over the classes or by ``label_probs`` (the data's class shares).
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -195,6 +196,43 @@ class GAN(keras.Model):
         if not self.augmentation:
             return samples
         return self.augmentation(samples, self._replica_seed())
+
+    def standing_statistics(self, batches: int, batch_size: int, seed: int = 0) -> None:
+        """Set the sampler's BatchNorm statistics to those of its own samples (BigGAN's
+        "standing statistics"). Each BatchNorm layer's moving mean and variance become the mean,
+        over ``batches`` batches of ``batch_size`` fixed-seed noise vectors (and labels by the
+        fake-label shares), of the batch mean and variance of the input it gets at sampling
+        time, layer by layer (a later layer sees the earlier ones normalised as they will be).
+        The EMA copy needs this: its moving statistics are averages of the trained G's, which
+        do not match the activations of its averaged weights. A no-op without BatchNorm;
+        deterministic for given weights and ``seed``; the training noise stream is untouched."""
+        network = self.sampler
+        norms = [layer for layer in network._flatten_layers(include_self=False)
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+        if not norms or batches < 1:
+            return
+        probe = keras.Model(network.inputs, [norm.input for norm in norms])
+        rng = np.random.default_rng(seed)
+        draws = []
+        for _ in range(batches):
+            shape = (batch_size, *self.latent_shape)
+            z = (rng.uniform(0.0, 1.0, shape) if self.noise == "uniform"
+                 else rng.standard_normal(shape)).astype(np.float32)
+            if self.conditional:
+                labels = rng.choice(self.num_classes, size=(batch_size, 1), p=self.label_probs)
+                draws.append([z, labels.astype(np.int32)])
+            else:
+                draws.append(z)
+        for index, norm in enumerate(norms):
+            axis = norm.axis if isinstance(norm.axis, int) else norm.axis[0]
+            mean = variance = 0.0
+            for inputs in draws:
+                x = ops.cast(probe(inputs, training=False)[index], "float32")
+                axes = [a for a in range(len(x.shape)) if a != axis % len(x.shape)]
+                batch_mean, batch_variance = ops.moments(x, axes=axes)
+                mean, variance = mean + batch_mean, variance + batch_variance
+            norm.moving_mean.assign(ops.cast(mean / batches, norm.moving_mean.dtype))
+            norm.moving_variance.assign(ops.cast(variance / batches, norm.moving_variance.dtype))
 
     def update_ema(self):
         step = ops.cast(self.ema_step, "float32")

@@ -281,3 +281,81 @@ class GeneratorSpecTest(tf.test.TestCase):
         # generators saved by gan-pipeline 0.1 had no spec; their name told the family
         legacy = kinds.spec_of(self._identity("gaussian_1d_generator"))
         self.assertEqual((legacy["noise"], legacy["data"]["dataset"]), ("uniform", "gaussian_1d"))
+
+
+class StandingStatisticsTest(tf.test.TestCase):
+    """The EMA generator's BatchNorm statistics are set from its own samples (BigGAN's
+    standing statistics): its moving averages of the trained G's statistics do not fit it."""
+
+    def ema_gan(self, family="mlp_bn", **kwargs):
+        file = "mnist_mlp.toml" if "mlp" in family else "mnist_dcgan.toml"
+        cfg = config.load(Path(__file__).parents[1] / "pipelines" / file,
+                          [f"model.name={family}", "train.ema_decay=0.9",
+                           *[f"model.{k}={v}" for k, v in TINY[family].items()]])
+        gan = build_gan(cfg, (28, 28, 1), **kwargs)
+        real = np.random.default_rng(0).uniform(-1, 1, (32, 28, 28, 1)).astype(np.float32)
+        labels = np.arange(32).reshape(-1, 1) % 10
+        for _ in range(5):
+            gan.train_step((tf.constant(real), tf.constant(labels)) if gan.conditional
+                           else tf.constant(real))
+        return gan
+
+    def norms(self, network):
+        return [layer for layer in network._flatten_layers(include_self=False)
+                if isinstance(layer, keras.layers.BatchNormalization)]
+
+    def test_each_layer_normalises_the_samplers_own_activations(self):
+        for family, kwargs in (("mlp_bn", {}),
+                               ("labelled_mlp", {"class_names": [str(i) for i in range(10)],
+                                                 "class_shares": [0.05] * 5 + [0.15] * 5}),
+                               ("dcgan", {})):
+            gan = self.ema_gan(family, **kwargs)
+            norms = self.norms(gan.sampler)
+            self.assertNotEmpty(norms)
+            state = gan.seed_generator.state.numpy().copy()
+            gan.standing_statistics(batches=8, batch_size=64, seed=3)
+            self.assertAllEqual(gan.seed_generator.state, state, "training noise untouched")
+            # over fresh noise, every layer's input as sampled is normalised to ~N(0, 1)
+            probe = keras.Model(gan.sampler.inputs, [n.input for n in norms])
+            z = np.random.default_rng(9).standard_normal((2048, *gan.latent_shape))
+            inputs = [z.astype(np.float32), (np.arange(2048).reshape(-1, 1) % 10)] \
+                if gan.conditional else z.astype(np.float32)
+            for norm, x in zip(norms, probe(inputs, training=False)):
+                x = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
+                standard = (x - norm.moving_mean.numpy()) / np.sqrt(
+                    norm.moving_variance.numpy())
+                self.assertAllClose(standard.mean(axis=0), np.zeros(x.shape[-1]), atol=0.15)
+                self.assertAllClose(standard.std(axis=0), np.ones(x.shape[-1]), atol=0.15)
+            # the same weights and seed give the same statistics
+            first = [n.moving_variance.numpy().copy() for n in norms]
+            gan.standing_statistics(batches=8, batch_size=64, seed=3)
+            for a, n in zip(first, norms):
+                self.assertAllClose(a, n.moving_variance.numpy())
+
+    def test_fit_sets_them_after_each_epoch_and_only_on_the_sampler(self):
+        from gan_pipeline.callbacks import RunRecord, StandingStatistics
+
+        gan = self.ema_gan()
+        trained = [n.moving_mean.numpy().copy() for n in self.norms(gan.generator)]
+        record = RunRecord()
+        real = np.random.default_rng(1).uniform(-1, 1, (64, 28, 28, 1)).astype(np.float32)
+
+        class Done(keras.callbacks.Callback):  # what RunControl records
+            def on_train_batch_end(self, batch, logs=None):
+                record.completed = record.epoch + 1 if batch + 1 == 2 else record.completed
+
+        gan.fit(tf.data.Dataset.from_tensor_slices(real).batch(32), epochs=1, verbose=0,
+                callbacks=[Done(), StandingStatistics(record, 256, 64, seed=3)])
+        fitted = [n.moving_mean.numpy().copy() for n in self.norms(gan.sampler)]
+        gan.standing_statistics(batches=4, batch_size=64, seed=3)
+        for a, n in zip(fitted, self.norms(gan.sampler)):
+            self.assertAllClose(a, n.moving_mean.numpy())
+        # the trained G's own statistics moved with its batches, not to the sampler's
+        for a, n in zip(trained, self.norms(gan.generator)):
+            self.assertNotAllClose(a, n.moving_mean.numpy())
+
+    def test_without_batch_norm_nothing_changes(self):
+        gan = self.ema_gan("mlp")
+        before = snapshot(gan.sampler.weights)
+        gan.standing_statistics(batches=2, batch_size=16)
+        self.assertFalse(any(changed(before, gan.sampler.weights)))

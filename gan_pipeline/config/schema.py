@@ -205,6 +205,10 @@ SCHEMA: dict[str, Any] = {
         "fake_labels": Field(str, "uniform", choices=lambda: ["uniform", "data"],
                              help="conditional models: fake labels drawn uniformly over the "
                                   "classes, or by the data's class shares"),
+        "standing_statistics": Field(int, 2048, min=0, max=10_000_000,
+                                     help="after each epoch, set the sampler's BatchNorm "
+                                          "statistics from this many of its own samples "
+                                          "(BigGAN's standing statistics; 0 = off)"),
         "ema_decay": Field(float, 0.0, min=0, max=0.99999,
                            help="keep an EMA copy of G for sampling (0 = off, e.g. 0.999)"),
         "precision": Field(str, "auto", choices=lambda: list(PRECISIONS),
