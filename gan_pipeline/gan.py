@@ -206,12 +206,8 @@ class GAN(keras.Model):
         The EMA copy needs this: its moving statistics are averages of the trained G's, which
         do not match the activations of its averaged weights. A no-op without BatchNorm;
         deterministic for given weights and ``seed``; the training noise stream is untouched."""
-        network = self.sampler
-        norms = [layer for layer in network._flatten_layers(include_self=False)
-                 if isinstance(layer, keras.layers.BatchNormalization)]
-        if not norms or batches < 1:
+        if batches < 1 or not _holds_norms(self.sampler):
             return
-        probe = keras.Model(network.inputs, [norm.input for norm in norms])
         rng = np.random.default_rng(seed)
         draws = []
         for _ in range(batches):
@@ -222,17 +218,8 @@ class GAN(keras.Model):
                 labels = rng.choice(self.num_classes, size=(batch_size, 1), p=self.label_probs)
                 draws.append([z, labels.astype(np.int32)])
             else:
-                draws.append(z)
-        for index, norm in enumerate(norms):
-            axis = norm.axis if isinstance(norm.axis, int) else norm.axis[0]
-            mean = variance = 0.0
-            for inputs in draws:
-                x = ops.cast(probe(inputs, training=False)[index], "float32")
-                axes = [a for a in range(len(x.shape)) if a != axis % len(x.shape)]
-                batch_mean, batch_variance = ops.moments(x, axes=axes)
-                mean, variance = mean + batch_mean, variance + batch_variance
-            norm.moving_mean.assign(ops.cast(mean / batches, norm.moving_mean.dtype))
-            norm.moving_variance.assign(ops.cast(variance / batches, norm.moving_variance.dtype))
+                draws.append([z])
+        _set_standing_statistics(self.sampler, draws)
 
     def update_ema(self):
         step = ops.cast(self.ema_step, "float32")
@@ -428,3 +415,48 @@ class NonFiniteWatch:
     def reset(self):
         for variable in (self.steps, self.bad_step):
             variable.assign(0)
+
+
+def _holds_norms(network) -> bool:
+    return any(isinstance(layer, keras.layers.BatchNormalization)
+               for layer in network._flatten_layers(include_self=False))
+
+
+def _set_standing_statistics(network: keras.Model, draws: list) -> None:
+    """``GAN.standing_statistics`` on ``network`` fed ``draws`` (a list of input lists), in
+    graph order: a BatchNorm layer gets the moments of its input; a nested model holding
+    BatchNorm layers (a generator wrapped by ``kinds.with_truncation``) is handled the same
+    way on the inputs it receives. Each probe reruns the graph, so later layers see the
+    earlier ones already set."""
+    parts = [layer for layer in network.layers
+             if isinstance(layer, keras.layers.BatchNormalization)
+             or (isinstance(layer, keras.Model) and _holds_norms(layer))]
+    if not parts or not draws:
+        return
+    feeds, spans = [], []
+    for part in parts:
+        tensors = ([part.input] if isinstance(part, keras.layers.BatchNormalization)
+                   else list(part._inbound_nodes[-1].input_tensors))
+        spans.append((len(feeds), len(feeds) + len(tensors)))
+        feeds.extend(tensors)
+    probe = keras.Model(network.inputs, feeds)
+
+    def fed(inputs, index):
+        first, last = spans[index]
+        out = probe(list(inputs), training=False)
+        return (list(out) if isinstance(out, (list, tuple)) else [out])[first:last]
+
+    for index, part in enumerate(parts):
+        if not isinstance(part, keras.layers.BatchNormalization):
+            _set_standing_statistics(part, [[ops.convert_to_numpy(x) for x in fed(inputs, index)]
+                                            for inputs in draws])
+            continue
+        axis = part.axis if isinstance(part.axis, int) else part.axis[0]
+        mean = variance = 0.0
+        for inputs in draws:
+            x = ops.cast(fed(inputs, index)[0], "float32")
+            axes = [a for a in range(len(x.shape)) if a != axis % len(x.shape)]
+            batch_mean, batch_variance = ops.moments(x, axes=axes)
+            mean, variance = mean + batch_mean, variance + batch_variance
+        part.moving_mean.assign(ops.cast(mean / len(draws), part.moving_mean.dtype))
+        part.moving_variance.assign(ops.cast(variance / len(draws), part.moving_variance.dtype))

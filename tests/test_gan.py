@@ -287,10 +287,10 @@ class StandingStatisticsTest(tf.test.TestCase):
     """The EMA generator's BatchNorm statistics are set from its own samples (BigGAN's
     standing statistics): its moving averages of the trained G's statistics do not fit it."""
 
-    def ema_gan(self, family="mlp_bn", **kwargs):
+    def ema_gan(self, family="mlp_bn", overrides=(), **kwargs):
         file = "mnist_mlp.toml" if "mlp" in family else "mnist_dcgan.toml"
         cfg = config.load(Path(__file__).parents[1] / "pipelines" / file,
-                          [f"model.name={family}", "train.ema_decay=0.9",
+                          [f"model.name={family}", "train.ema_decay=0.9", *overrides,
                            *[f"model.{k}={v}" for k, v in TINY[family].items()]])
         gan = build_gan(cfg, (28, 28, 1), **kwargs)
         real = np.random.default_rng(0).uniform(-1, 1, (32, 28, 28, 1)).astype(np.float32)
@@ -331,6 +331,24 @@ class StandingStatisticsTest(tf.test.TestCase):
             gan.standing_statistics(batches=8, batch_size=64, seed=3)
             for a, n in zip(first, norms):
                 self.assertAllClose(a, n.moving_variance.numpy())
+
+    def test_a_truncated_generator_gets_the_statistics_of_its_truncated_noise(self):
+        # model.truncation wraps G (Truncation layer on z, then G as a nested model)
+        gan = self.ema_gan("dcgan", overrides=["model.truncation=0.5"])
+        inner = next(layer for layer in gan.sampler.layers if isinstance(layer, keras.Model))
+        norms = self.norms(inner)
+        self.assertNotEmpty(norms)
+        gan.standing_statistics(batches=8, batch_size=64, seed=3)
+        truncate = next(layer for layer in gan.sampler.layers
+                        if type(layer).__name__ == "Truncation")
+        z = truncate(np.random.default_rng(9).standard_normal(
+            (2048, *gan.latent_shape)).astype(np.float32), training=False)
+        probe = keras.Model(inner.inputs, [n.input for n in norms])
+        for norm, x in zip(norms, probe(z, training=False)):
+            x = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
+            standard = (x - norm.moving_mean.numpy()) / np.sqrt(norm.moving_variance.numpy())
+            self.assertAllClose(standard.mean(axis=0), np.zeros(x.shape[-1]), atol=0.15)
+            self.assertAllClose(standard.std(axis=0), np.ones(x.shape[-1]), atol=0.15)
 
     def test_fit_sets_them_after_each_epoch_and_only_on_the_sampler(self):
         from gan_pipeline.callbacks import RunRecord, StandingStatistics
