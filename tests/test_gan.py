@@ -287,7 +287,7 @@ class StandingStatisticsTest(tf.test.TestCase):
     """The EMA generator's BatchNorm statistics are set from its own samples (BigGAN's
     standing statistics): its moving averages of the trained G's statistics do not fit it."""
 
-    def ema_gan(self, family="mlp_bn", overrides=(), **kwargs):
+    def ema_gan(self, family="mlp_bn", overrides=("model.truncation=0",), **kwargs):
         file = "mnist_mlp.toml" if "mlp" in family else "mnist_dcgan.toml"
         cfg = config.load(Path(__file__).parents[1] / "pipelines" / file,
                           [f"model.name={family}", "train.ema_decay=0.9", *overrides,
