@@ -433,10 +433,13 @@ def _set_standing_statistics(network: keras.Model, draws: list) -> None:
              or (isinstance(layer, keras.Model) and _holds_norms(layer))]
     if not parts or not draws:
         return
+    # A layer may be called in other graphs too (a nested generator is called again by the
+    # exported class mixture): take the node of this network's own graph.
+    own = {id(node) for nodes in network._nodes_by_depth.values() for node in nodes}
     feeds, spans = [], []
     for part in parts:
-        tensors = ([part.input] if isinstance(part, keras.layers.BatchNormalization)
-                   else list(part._inbound_nodes[-1].input_tensors))
+        node = next(node for node in part._inbound_nodes if id(node) in own)
+        tensors = list(node.input_tensors)
         spans.append((len(feeds), len(feeds) + len(tensors)))
         feeds.extend(tensors)
     probe = keras.Model(network.inputs, feeds)

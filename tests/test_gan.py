@@ -333,22 +333,29 @@ class StandingStatisticsTest(tf.test.TestCase):
                 self.assertAllClose(a, n.moving_variance.numpy())
 
     def test_a_truncated_generator_gets_the_statistics_of_its_truncated_noise(self):
-        # model.truncation wraps G (Truncation layer on z, then G as a nested model)
-        gan = self.ema_gan("dcgan", overrides=["model.truncation=0.5"])
-        inner = next(layer for layer in gan.sampler.layers if isinstance(layer, keras.Model))
-        norms = self.norms(inner)
-        self.assertNotEmpty(norms)
-        gan.standing_statistics(batches=8, batch_size=64, seed=3)
-        truncate = next(layer for layer in gan.sampler.layers
-                        if type(layer).__name__ == "Truncation")
-        z = truncate(np.random.default_rng(9).standard_normal(
-            (2048, *gan.latent_shape)).astype(np.float32), training=False)
-        probe = keras.Model(inner.inputs, [n.input for n in norms])
-        for norm, x in zip(norms, probe(z, training=False)):
-            x = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
-            standard = (x - norm.moving_mean.numpy()) / np.sqrt(norm.moving_variance.numpy())
-            self.assertAllClose(standard.mean(axis=0), np.zeros(x.shape[-1]), atol=0.15)
-            self.assertAllClose(standard.std(axis=0), np.ones(x.shape[-1]), atol=0.15)
+        # model.truncation wraps G (Truncation layer on z, then G as a nested model); a
+        # labelled family's exported class mixture calls that nested G in a graph of its own
+        for family, kwargs in (("dcgan", {}),
+                               ("labelled_dcgan", {"class_names": [str(i) for i in range(10)],
+                                                   "class_shares": [0.1] * 10})):
+            gan = self.ema_gan(family, overrides=["model.truncation=0.5"], **kwargs)
+            self.assertIsNotNone(gan.exported)
+            inner = next(layer for layer in gan.sampler.layers if isinstance(layer, keras.Model))
+            norms = self.norms(inner)
+            self.assertNotEmpty(norms)
+            gan.standing_statistics(batches=8, batch_size=64, seed=3)
+            truncate = next(layer for layer in gan.sampler.layers
+                            if type(layer).__name__ == "Truncation")
+            z = np.asarray(truncate(np.random.default_rng(9).standard_normal(
+                (2048, *gan.latent_shape)).astype(np.float32), training=False))
+            inputs = [z, np.arange(2048).reshape(-1, 1) % 10] if gan.conditional else [z]
+            probe = keras.Model(inner.inputs, [n.input for n in norms])
+            for norm, x in zip(norms, probe(inputs, training=False)):
+                x = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
+                standard = (x - norm.moving_mean.numpy()) / np.sqrt(
+                    norm.moving_variance.numpy())
+                self.assertAllClose(standard.mean(axis=0), np.zeros(x.shape[-1]), atol=0.15)
+                self.assertAllClose(standard.std(axis=0), np.ones(x.shape[-1]), atol=0.15)
 
     def test_fit_sets_them_after_each_epoch_and_only_on_the_sampler(self):
         from gan_pipeline.callbacks import RunRecord, StandingStatistics
