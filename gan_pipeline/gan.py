@@ -435,10 +435,11 @@ def _set_standing_statistics(network: keras.Model, draws: list) -> None:
         return
     # A layer may be called in other graphs too (a nested generator is called again by the
     # exported class mixture): take the node of this network's own graph.
-    own = {id(node) for nodes in network._nodes_by_depth.values() for node in nodes}
+    graph = getattr(network, "_nodes_by_depth", None)  # (a Sequential model has none)
+    own = {id(node) for nodes in graph.values() for node in nodes} if graph else None
     feeds, spans = [], []
     for part in parts:
-        node = next(node for node in part._inbound_nodes if id(node) in own)
+        node = next(node for node in part._inbound_nodes if own is None or id(node) in own)
         tensors = list(node.input_tensors)
         spans.append((len(feeds), len(feeds) + len(tensors)))
         feeds.extend(tensors)
