@@ -304,6 +304,14 @@ class StandingStatisticsTest(tf.test.TestCase):
         return [layer for layer in network._flatten_layers(include_self=False)
                 if isinstance(layer, keras.layers.BatchNormalization)]
 
+    def assert_normalised(self, norms, inputs):
+        """Each layer's ``inputs``, standardised by its moving statistics, are ~N(0, 1)."""
+        for norm, x in zip(norms, inputs):
+            x = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
+            standard = (x - norm.moving_mean.numpy()) / np.sqrt(norm.moving_variance.numpy())
+            self.assertAllClose(standard.mean(axis=0), np.zeros(x.shape[-1]), atol=0.15)
+            self.assertAllClose(standard.std(axis=0), np.ones(x.shape[-1]), atol=0.15)
+
     def test_each_layer_normalises_the_samplers_own_activations(self):
         for family, kwargs in (("mlp_bn", {}),
                                ("labelled_mlp", {"class_names": [str(i) for i in range(10)],
@@ -320,12 +328,7 @@ class StandingStatisticsTest(tf.test.TestCase):
             z = np.random.default_rng(9).standard_normal((2048, *gan.latent_shape))
             inputs = [z.astype(np.float32), (np.arange(2048).reshape(-1, 1) % 10)] \
                 if gan.conditional else z.astype(np.float32)
-            for norm, x in zip(norms, probe(inputs, training=False)):
-                x = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
-                standard = (x - norm.moving_mean.numpy()) / np.sqrt(
-                    norm.moving_variance.numpy())
-                self.assertAllClose(standard.mean(axis=0), np.zeros(x.shape[-1]), atol=0.15)
-                self.assertAllClose(standard.std(axis=0), np.ones(x.shape[-1]), atol=0.15)
+            self.assert_normalised(norms, probe(inputs, training=False))
             # the same weights and seed give the same statistics
             first = [n.moving_variance.numpy().copy() for n in norms]
             gan.standing_statistics(batches=8, batch_size=64, seed=3)
@@ -350,12 +353,7 @@ class StandingStatisticsTest(tf.test.TestCase):
                 (2048, *gan.latent_shape)).astype(np.float32), training=False))
             inputs = [z, np.arange(2048).reshape(-1, 1) % 10] if gan.conditional else [z]
             probe = keras.Model(inner.inputs, [n.input for n in norms])
-            for norm, x in zip(norms, probe(inputs, training=False)):
-                x = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
-                standard = (x - norm.moving_mean.numpy()) / np.sqrt(
-                    norm.moving_variance.numpy())
-                self.assertAllClose(standard.mean(axis=0), np.zeros(x.shape[-1]), atol=0.15)
-                self.assertAllClose(standard.std(axis=0), np.ones(x.shape[-1]), atol=0.15)
+            self.assert_normalised(norms, probe(inputs, training=False))
 
     def test_fit_sets_them_after_each_epoch_and_only_on_the_sampler(self):
         from gan_pipeline.callbacks import RunRecord, StandingStatistics
