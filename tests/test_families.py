@@ -87,6 +87,29 @@ class ShapesTest(tf.test.TestCase):
         self.assertEqual([l.units for l in g.layers if isinstance(l, keras.layers.Dense)],
                          [64, 784])
 
+    def test_transposed_upsampling_doubles_the_sides_on_the_small_grid(self):
+        for name, extra in (("dcgan", {}), ("labelled_dcgan", {"num_classes": 10})):
+            for shape in ((28, 28, 1), (32, 32, 3)):
+                with self.subTest(name, shape=shape):
+                    g, _ = families.build(name, shape, upsample="transpose", **extra)
+                    self.assertNotIn("UpSampling2D", layer_types(g))
+                    convs = [l for l in g.layers if isinstance(l, keras.layers.Conv2DTranspose)]
+                    self.assertEqual([(c.filters, c.strides, c.kernel_size) for c in convs],
+                                     [(64, (2, 2), (5, 5)), (shape[-1], (2, 2), (5, 5))])
+                    z = np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32)
+                    inputs = [z, np.zeros((3, 1), np.int32)] if extra else z
+                    x = g(inputs, training=False).numpy()
+                    self.assertEqual(x.shape, (3, *shape))
+                    self.assertLessEqual(np.abs(x).max(), 1.0)
+                    # the same parameters as the seed's UpSampling2D + Conv2D, on a quarter of
+                    # the positions
+                    seed, _ = families.build(name, shape, **extra)
+                    self.assertEqual(g.count_params(), seed.count_params())
+        self.assertEqual(type(reloaded(g).layers[-1]).__name__, "Conv2DTranspose")
+        with self.assertRaisesRegex(UserError, "upsample must be one of 'nearest', 'transpose'"):
+            families.build("dcgan", (28, 28, 1), upsample="bilinear")
+        with self.assertRaisesRegex(UserError, "model.upsample = 'bilinear' is not"):
+            config.validate({"model": {"name": "labelled_dcgan", "upsample": "bilinear"}})
 
 class DeviationFeaturesTest(tf.test.TestCase):
     def test_values_beside_squared_deviation_from_their_vector_mean(self):

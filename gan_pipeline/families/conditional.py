@@ -95,8 +95,9 @@ def build_cmlp(shape: tuple[int, ...], hp: dict[str, Any], name: str, num_classe
 
 CONDITIONING = {"label_dim": 50, "d_conditioning": "projection"}
 CHOICES = {"d_conditioning": ("projection", "concat")}
+DCGAN_CHOICES = {**dcgan.CHOICES, **CHOICES}
 FAMILIES = (
-    Family("cdcgan", build_cdcgan, {**dcgan.DEFAULTS, **CONDITIONING}, choices=CHOICES,
+    Family("cdcgan", build_cdcgan, {**dcgan.DEFAULTS, **CONDITIONING}, choices=DCGAN_CHOICES,
            conditional=True,
            summary="the DCGAN conditioned on the class: label embedding into G, projection "
                    "(or concat) D"),
@@ -104,7 +105,8 @@ FAMILIES = (
            conditional=True,
            summary="the MLP GAN conditioned on the class: label embedding into G, projection "
                    "(or concat) D"),
-    Family("labelled_dcgan", build_cdcgan, {**dcgan.DEFAULTS, **CONDITIONING}, choices=CHOICES,
+    Family("labelled_dcgan", build_cdcgan, {**dcgan.DEFAULTS, **CONDITIONING},
+           choices=DCGAN_CHOICES,
            conditional=True, mixes_classes=True, unlabelled="dcgan",
            summary="cdcgan trained on the labels, saved unconditional: G draws the class from "
                    "its noise"),

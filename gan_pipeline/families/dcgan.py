@@ -1,5 +1,11 @@
 """The DCGAN of the Keras/TensorFlow tutorials: G Dense (H/4)x(W/4)x128 + BatchNorm, two
-UpSampling2D + Conv2D 5x5, tanh; D Conv2D 64/128 5x5 stride 2, LeakyReLU 0.2, Dropout 0.3."""
+UpSampling2D + Conv2D 5x5, tanh; D Conv2D 64/128 5x5 stride 2, LeakyReLU 0.2, Dropout 0.3.
+
+``upsample`` chooses how G doubles its sides: ``"nearest"`` (the seed architecture: repeat each
+pixel, then a 5x5 convolution on the doubled grid) or ``"transpose"`` (the TensorFlow
+tutorial's stride-2 ``Conv2DTranspose``: the same kernel applied on the small grid, a quarter
+of the multiply-adds).
+"""
 
 from __future__ import annotations
 
@@ -20,18 +26,25 @@ def check_shape(shape: tuple[int, ...], name: str) -> None:
                         "such a size (folders) or choose another model")
 
 
+def doubled(h, filters: int, hp: dict[str, Any], **conv_kwargs):
+    """``h`` at twice its height and width, with ``filters`` channels (``hp["upsample"]``)."""
+    if hp["upsample"] == "transpose":
+        return layers.Conv2DTranspose(filters, hp["kernel_size"], strides=2, padding="same",
+                                      **conv_kwargs)(h)
+    h = layers.UpSampling2D()(h)
+    return layers.Conv2D(filters, hp["kernel_size"], padding="same", **conv_kwargs)(h)
+
+
 def generator_body(h, shape: tuple[int, ...], hp: dict[str, Any]):
-    """Dense (H/4)x(W/4)xbase + BatchNorm, then two UpSampling2D + Conv2D, tanh."""
+    """Dense (H/4)x(W/4)xbase + BatchNorm, then doubled twice (``doubled``), tanh."""
     height, width, channels = shape
-    k, slope = hp["kernel_size"], hp["leaky_slope"]
+    slope = hp["leaky_slope"]
     h = layers.Dense((height // 4) * (width // 4) * hp["g_base_filters"], use_bias=False)(h)
     h = leaky(slope)(batch_norm(hp["bn_momentum"])(h))
     h = layers.Reshape((height // 4, width // 4, hp["g_base_filters"]))(h)
-    h = layers.UpSampling2D()(h)
-    h = layers.Conv2D(hp["g_filters"], k, padding="same", use_bias=False)(h)
+    h = doubled(h, hp["g_filters"], hp, use_bias=False)
     h = leaky(slope)(batch_norm(hp["bn_momentum"])(h))
-    h = layers.UpSampling2D()(h)
-    return layers.Conv2D(channels, k, padding="same", activation="tanh", dtype=OUT)(h)
+    return doubled(h, channels, hp, activation="tanh", dtype=OUT)
 
 
 def discriminator_features(x, hp: dict[str, Any]):
@@ -56,7 +69,9 @@ def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
 
 DEFAULTS = {"latent_dim": 100, "g_base_filters": 128, "g_filters": 64, "d_filters": [64, 128],
             "kernel_size": 5, "dropout": 0.3, "leaky_slope": 0.2, "bn_momentum": 0.8,
-            "minibatch_std": False}
+            "minibatch_std": False, "upsample": "nearest"}
+CHOICES = {"upsample": ("nearest", "transpose")}
 FAMILIES = (
-    Family("dcgan", build, DEFAULTS, summary="the tutorials' DCGAN (sides must divide by 4)"),
+    Family("dcgan", build, DEFAULTS, choices=CHOICES,
+           summary="the tutorials' DCGAN (sides must divide by 4)"),
 )
