@@ -128,7 +128,9 @@ class GAN(keras.Model):
     def sample_labels(self, batch_size):
         """Class labels ``(batch, 1)`` int32 for fake samples."""
         def draw(n):
-            seed = self.seed_generator.next()
+            # int32: XLA has no StatelessMultinomial for int64 seeds (the step failed to
+            # compile with train.jit_compile); the seed's values, and so the draws, are the same.
+            seed = ops.cast(self.seed_generator.next(), "int32")
             if self.label_probs is None:
                 return tf.random.stateless_uniform((n, 1), seed, 0, self.num_classes,
                                                    dtype=tf.int32)

@@ -71,6 +71,22 @@ class PrecisionTest(tf.test.TestCase):
                 self.assertTrue(gan.jit_compile)
                 self.assertTrue(np.isfinite(history["d_loss"]).all())
 
+    def test_xla_step_trains_a_labelled_gan_drawing_classes_by_the_datas_shares(self):
+        # the MNIST files' settings: fake labels drawn by the data's class shares
+        cfg = config.validate(config.apply_overrides({}, [
+            "model.name=labelled_dcgan", "train.fake_labels=data", "train.jit_compile=on",
+            "train.mode_seeking=0.1", *[f"model.{k}={v}" for k, v in TINY["cdcgan"].items()]]))
+        gan = build_gan(cfg, (28, 28, 1), class_names=list("0123456789"),
+                        class_shares=[0.1] * 10)
+        self.assertTrue(gan.jit_compile)
+        rng = np.random.default_rng(0)
+        ds = tf.data.Dataset.from_tensor_slices(
+            (rng.uniform(-1, 1, (32, 28, 28, 1)).astype("float32"),
+             rng.integers(0, 10, 32))).batch(16)
+        history = gan.fit(ds, epochs=1, verbose=0).history
+        self.assertTrue(np.isfinite(history["d_loss"]).all())
+        self.assertTrue(np.isfinite(history["g_loss"]).all())
+
     def test_saved_mixed_generator_loads_and_outputs_float32(self):
         gan, _, _ = self._train("dcgan", "mixed_bfloat16")
         with tempfile.TemporaryDirectory() as tmp:
