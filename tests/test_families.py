@@ -13,7 +13,7 @@ from unittest import mock
 from gan_pipeline import config, families, kinds
 from gan_pipeline.errors import UserError
 from gan_pipeline.factory import build_gan
-from gan_pipeline.families.common import ByteDropout, MinibatchStd
+from gan_pipeline.families.common import ByteDropout, MinibatchStd, SpectralNorm
 from gan_pipeline.families.gaussian_1d import DeviationFeatures, SortedValues
 from tests.helpers import TINY
 
@@ -153,6 +153,84 @@ class ByteDropoutTest(tf.test.TestCase):
         again = reloaded(d)
         self.assertEqual([l.rate for l in again.layers if isinstance(l, ByteDropout)], [0.3])
         self.assertAllClose(again(x), d(x))
+
+
+class SpectralNormTest(tf.test.TestCase):
+    def test_divides_the_kernel_by_its_largest_singular_value_and_keeps_the_weight(self):
+        layer = SpectralNorm(keras.layers.Dense(2, use_bias=False))
+        eye = np.eye(2, dtype=np.float32)
+        layer(eye)
+        layer.layer.kernel.assign(np.diag([3.0, 1.0]).astype(np.float32))
+        for _ in range(15):  # one power iteration per training call converges on sigma = 3
+            layer(eye, training=True)
+        self.assertAllClose(layer(eye), np.diag([1.0, 1.0 / 3]), atol=1e-4)
+        # the optimizer's weight is W itself, not W / sigma (Keras' wrapper overwrites it)
+        self.assertAllClose(layer.layer.kernel, np.diag([3.0, 1.0]))
+        u = layer.u.numpy()
+        layer(eye, training=False)
+        self.assertAllClose(layer.u, u, msg="inference leaves u alone")
+
+    def test_a_convolution_is_at_most_1_lipschitz_in_its_kernel_and_gets_gradients(self):
+        conv = keras.layers.Conv2D(8, 3, strides=2, padding="same")
+        layer = SpectralNorm(conv)
+        x = np.random.default_rng(0).normal(size=(4, 9, 9, 3)).astype(np.float32)
+        for _ in range(30):
+            layer(x, training=True)
+        kernel = layer.normalised_kernel().numpy().reshape(-1, 8)
+        self.assertAllClose(np.linalg.svd(kernel, compute_uv=False)[0], 1.0, atol=1e-3)
+        # the same output as the plain layer with W / sigma
+        plain = keras.layers.Conv2D(8, 3, strides=2, padding="same")
+        plain.build(x.shape)
+        plain.set_weights([layer.normalised_kernel().numpy(), conv.bias.numpy()])
+        self.assertAllClose(layer(x), plain(x), atol=1e-5)
+        # the gradient passes through sigma: scaling W changes nothing, so the gradient
+        # is orthogonal to W
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(layer(x, training=False) ** 2)
+        grad = tape.gradient(total, conv.kernel).numpy()
+        self.assertGreater(np.abs(grad).max(), 0)
+        self.assertAllClose(np.sum(grad * conv.kernel.numpy()), 0.0, atol=1e-3)
+
+    def test_every_d_layer_of_the_image_families_and_a_safe_mode_round_trip(self):
+        x = np.random.default_rng(1).uniform(-1, 1, (3, 28, 28, 1)).astype(np.float32)
+        labels = np.zeros((3, 1), np.int32)
+        # the tiny D's two hidden layers and its read-out
+        for name, extra, count in (("mlp", {}, 3), ("dcgan", {}, 3),
+                                   ("labelled_dcgan", {"num_classes": 10}, 3),
+                                   ("cmlp", {"num_classes": 10}, 3)):
+            with self.subTest(name):
+                _, d = families.build(name, (28, 28, 1), spectral_norm=True,
+                                      **{**TINY[name], **extra})
+                self.assertEqual(sum(isinstance(l, SpectralNorm) for l in d.layers), count)
+                inputs = [x, labels] if extra else x
+                self.assertAllClose(reloaded(d)(inputs), d(inputs), atol=1e-5)
+                _, plain = families.build(name, (28, 28, 1), **{**TINY[name], **extra})
+                self.assertFalse(any(isinstance(l, SpectralNorm) for l in plain.layers))
+        with self.assertRaisesRegex(ValueError, "wraps Dense or Conv2D"):
+            SpectralNorm(keras.layers.Embedding(3, 2))
+
+    def test_a_gan_trains_with_it_under_each_precision_policy(self):
+        for precision in ("float32", "mixed_bfloat16", "mixed_float16"):
+            with self.subTest(precision):
+                cfg = config.validate(config.apply_overrides({}, [
+                    "model.name=dcgan", "model.spectral_norm=true",
+                    f"train.precision={precision}",
+                    *[f"model.{k}={v}" for k, v in TINY["dcgan"].items()]]))
+                gan = build_gan(cfg, (8, 8, 1))
+                real = np.random.default_rng(0).uniform(-1, 1, (32, 8, 8, 1)).astype("float32")
+                d_before = [w.numpy() for w in gan.discriminator.trainable_weights]
+                history = gan.fit(tf.data.Dataset.from_tensor_slices(real).batch(16),
+                                  epochs=1, verbose=0).history
+                self.assertTrue(np.isfinite(history["d_loss"]).all())
+                self.assertTrue(np.isfinite(history["g_loss"]).all())
+                self.assertTrue(any(not np.allclose(a, b.numpy()) for a, b in
+                                    zip(d_before, gan.discriminator.trainable_weights)))
+                for layer in gan.discriminator.layers:
+                    if isinstance(layer, SpectralNorm):
+                        kernel = layer.normalised_kernel().numpy().astype(np.float32)
+                        top = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]),
+                                            compute_uv=False)[0]
+                        self.assertLess(top, 1.3, layer.name)  # ~1 after a few iterations
 
 
 class MinibatchStdTest(tf.test.TestCase):

@@ -2,7 +2,7 @@
 
 import keras
 import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 # Output layers compute in float32 under any mixed-precision policy: samples and logits stay
 # float32 (stable losses, float32 saved generators), while the layers before them may use
@@ -85,3 +85,71 @@ class MinibatchStd(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], None if input_shape[-1] is None else input_shape[-1] + 1)
+
+
+def spectral(layer: layers.Layer, on: bool) -> layers.Layer:
+    """``layer`` (Dense or Conv2D) spectrally normalised (``SpectralNorm``) when ``on``."""
+    return SpectralNorm(layer) if on else layer
+
+
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class SpectralNorm(layers.Wrapper):
+    """A Dense or Conv2D layer that computes with its kernel divided by the kernel's largest
+    singular value (Miyato et al. 2018): each layer of D is then at most 1-Lipschitz.
+
+    As in the paper, the weight the optimizer updates stays W and the forward pass uses
+    W / sigma(W), so gradients pass through sigma; sigma comes from one power iteration per
+    training call, its vector ``u`` kept as a non-trainable weight (at inference u is used, not
+    updated). Keras' own ``SpectralNormalization`` instead writes W / sigma back into the
+    kernel on every training call (D is called three times a step here): the optimizer then
+    steps on already-normalised weights without the gradient through sigma, and Adam's
+    fixed-size steps are large against the shrunken kernel (docs/quality.md)."""
+
+    def __init__(self, layer, power_iterations: int = 1, **kwargs):
+        if not isinstance(layer, (layers.Dense, layers.Conv2D)):
+            raise ValueError(f"SpectralNorm wraps Dense or Conv2D layers, got "
+                             f"{type(layer).__name__}")
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(layer, **kwargs)
+        self.power_iterations = int(power_iterations)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.u = self.add_weight(shape=(1, self.layer.kernel.shape[-1]), name="u",
+                                 initializer=keras.initializers.RandomNormal(stddev=1.0),
+                                 trainable=False, autocast=False)
+
+    def normalised_kernel(self, training=False):
+        """W / sigma(W), with sigma from the power iteration (which updates u in training)."""
+        kernel = ops.convert_to_tensor(self.layer.kernel)
+        w = ops.reshape(ops.cast(kernel, "float32"), (-1, kernel.shape[-1]))  # (fan_in, out)
+        u = ops.convert_to_tensor(self.u)
+        for _ in range(self.power_iterations):
+            v = normalize(ops.matmul(u, ops.transpose(w)))
+            u = normalize(ops.matmul(v, w))
+        u, v = ops.stop_gradient(u), ops.stop_gradient(v)
+        if training:
+            self.u.assign(u)
+        sigma = ops.sum(ops.matmul(v, w) * u)
+        return ops.cast(ops.cast(kernel, "float32") / sigma, self.compute_dtype)
+
+    def call(self, inputs, training=False):
+        layer, kernel = self.layer, self.normalised_kernel(training)
+        if isinstance(layer, layers.Conv2D):
+            outputs = ops.conv(inputs, kernel, strides=layer.strides, padding=layer.padding,
+                               data_format=layer.data_format, dilation_rate=layer.dilation_rate)
+        else:
+            outputs = ops.matmul(inputs, kernel)
+        if layer.use_bias:
+            outputs = outputs + ops.cast(layer.bias, self.compute_dtype)
+        return layer.activation(outputs) if layer.activation is not None else outputs
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "power_iterations": self.power_iterations}
+
+
+def normalize(x):
+    return x / ops.sqrt(ops.sum(ops.square(x)) + 1e-12)

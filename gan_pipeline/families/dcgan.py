@@ -16,7 +16,8 @@ from keras import layers
 
 from gan_pipeline.errors import UserError
 from gan_pipeline.families import Family
-from gan_pipeline.families.common import OUT, batch_norm, dropout, leaky, minibatch_std
+from gan_pipeline.families.common import (OUT, batch_norm, dropout, leaky, minibatch_std,
+                                           spectral)
 
 
 def check_shape(shape: tuple[int, ...], name: str) -> None:
@@ -49,10 +50,12 @@ def generator_body(h, shape: tuple[int, ...], hp: dict[str, Any]):
 
 def discriminator_features(x, hp: dict[str, Any]):
     """Strided Conv2D + LeakyReLU + Dropout per ``d_filters``, flattened (and the batch's
-    variety as one more feature with ``minibatch_std``)."""
+    variety as one more feature with ``minibatch_std``); each convolution spectrally
+    normalised with ``spectral_norm``."""
     h = x
     for filters in hp["d_filters"]:
-        h = layers.Conv2D(filters, hp["kernel_size"], strides=2, padding="same")(h)
+        h = spectral(layers.Conv2D(filters, hp["kernel_size"], strides=2, padding="same"),
+                     hp["spectral_norm"])(h)
         h = dropout(hp["dropout"])(leaky(hp["leaky_slope"])(h))
     return minibatch_std(layers.Flatten()(h), hp["minibatch_std"])
 
@@ -63,13 +66,14 @@ def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
     generator = keras.Model(z, generator_body(z, shape, hp), name=f"{name}_generator")
     x = keras.Input(shape, name="x")
     h = discriminator_features(x, hp)
-    discriminator = keras.Model(x, layers.Dense(1, dtype=OUT)(h), name=f"{name}_discriminator")
+    logit = spectral(layers.Dense(1, dtype=OUT), hp["spectral_norm"])(h)
+    discriminator = keras.Model(x, logit, name=f"{name}_discriminator")
     return generator, discriminator
 
 
 DEFAULTS = {"latent_dim": 100, "g_base_filters": 128, "g_filters": 64, "d_filters": [64, 128],
             "kernel_size": 5, "dropout": 0.3, "leaky_slope": 0.2, "bn_momentum": 0.8,
-            "minibatch_std": False, "upsample": "nearest"}
+            "minibatch_std": False, "upsample": "nearest", "spectral_norm": False}
 CHOICES = {"upsample": ("nearest", "transpose")}
 FAMILIES = (
     Family("dcgan", build, DEFAULTS, choices=CHOICES,

@@ -12,7 +12,8 @@ import keras
 from keras import layers
 
 from gan_pipeline.families import Family
-from gan_pipeline.families.common import OUT, batch_norm, dropout, leaky, minibatch_std
+from gan_pipeline.families.common import (OUT, batch_norm, dropout, leaky, minibatch_std,
+                                           spectral)
 
 
 def initializer(hp: dict[str, Any]):
@@ -32,11 +33,12 @@ def generator_body(h, shape: tuple[int, ...], hp: dict[str, Any], init):
 
 def discriminator_features(x, hp: dict[str, Any], init):
     """The flattened input through Dense + LeakyReLU + Dropout per ``d_widths`` (and the
-    batch's variety as one more feature with ``minibatch_std``)."""
+    batch's variety as one more feature with ``minibatch_std``); each Dense spectrally
+    normalised with ``spectral_norm``."""
     h = layers.Flatten()(x)
     for width in hp["d_widths"]:
-        h = leaky(hp["leaky_slope"])(layers.Dense(width, kernel_initializer=init)(h))
-        h = dropout(hp["dropout"])(h)
+        dense = spectral(layers.Dense(width, kernel_initializer=init), hp["spectral_norm"])
+        h = dropout(hp["dropout"])(leaky(hp["leaky_slope"])(dense(h)))
     return minibatch_std(h, hp["minibatch_std"])
 
 
@@ -46,14 +48,14 @@ def build(shape: tuple[int, ...], hp: dict[str, Any], name: str):
     generator = keras.Model(z, generator_body(z, shape, hp, init), name=f"{name}_generator")
     x = keras.Input(shape, name="x")
     h = discriminator_features(x, hp, init)
-    discriminator = keras.Model(x, layers.Dense(1, kernel_initializer=init, dtype=OUT)(h),
-                                name=f"{name}_discriminator")
+    readout = spectral(layers.Dense(1, kernel_initializer=init, dtype=OUT), hp["spectral_norm"])
+    discriminator = keras.Model(x, readout(h), name=f"{name}_discriminator")
     return generator, discriminator
 
 
 DEFAULTS = {"latent_dim": 100, "g_widths": [256, 512, 1024], "d_widths": [1024, 512, 256],
             "dropout": 0.3, "leaky_slope": 0.2, "init_std": 0.02, "batch_norm": False,
-            "bn_momentum": 0.8, "minibatch_std": False}
+            "bn_momentum": 0.8, "minibatch_std": False, "spectral_norm": False}
 FAMILIES = (
     Family("mlp", build, DEFAULTS, summary="the tutorials' MLP GAN"),
     Family("mlp_bn", build, {**DEFAULTS, "batch_norm": True},
