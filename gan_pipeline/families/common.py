@@ -121,17 +121,17 @@ class SpectralNorm(layers.Wrapper):
 
     def normalised_kernel(self, training=False):
         """W / sigma(W), with sigma from the power iteration (which updates u in training)."""
-        kernel = ops.convert_to_tensor(self.layer.kernel)
-        w = ops.reshape(ops.cast(kernel, "float32"), (-1, kernel.shape[-1]))  # (fan_in, out)
+        kernel = ops.cast(self.layer.kernel, "float32")
+        w = ops.reshape(kernel, (-1, kernel.shape[-1]))  # (fan_in, out)
         u = ops.convert_to_tensor(self.u)
         for _ in range(self.power_iterations):
-            v = normalize(ops.matmul(u, ops.transpose(w)))
-            u = normalize(ops.matmul(v, w))
+            v = keras.utils.normalize(ops.matmul(u, ops.transpose(w)), axis=None)
+            u = keras.utils.normalize(ops.matmul(v, w), axis=None)
         u, v = ops.stop_gradient(u), ops.stop_gradient(v)
         if training:
             self.u.assign(u)
         sigma = ops.sum(ops.matmul(v, w) * u)
-        return ops.cast(ops.cast(kernel, "float32") / sigma, self.compute_dtype)
+        return ops.cast(kernel / sigma, self.compute_dtype)
 
     def call(self, inputs, training=False):
         layer, kernel = self.layer, self.normalised_kernel(training)
@@ -149,7 +149,3 @@ class SpectralNorm(layers.Wrapper):
 
     def get_config(self):
         return {**super().get_config(), "power_iterations": self.power_iterations}
-
-
-def normalize(x):
-    return x / ops.sqrt(ops.sum(ops.square(x)) + 1e-12)

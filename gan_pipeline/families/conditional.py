@@ -40,11 +40,10 @@ def embedded(label, num_classes: int, dim: int, name: str):
     return layers.Flatten()(layers.Embedding(num_classes, dim, name=name)(label))
 
 
-def projection_logit(h, label, num_classes: int, spectral_norm: bool = False,
-                     **dense_kwargs):
-    """One logit per sample: an unconditional linear read-out of ``h`` (spectrally normalised
-    with ``spectral_norm``) plus the projection of ``h`` on the label's embedding."""
-    unconditional = spectral(layers.Dense(1, dtype=OUT, **dense_kwargs), spectral_norm)(h)
+def projection_logit(h, label, num_classes: int, readout: layers.Layer):
+    """One logit per sample: the unconditional linear ``readout`` of ``h`` plus the projection
+    of ``h`` on the label's embedding."""
+    unconditional = readout(h)
     projected = layers.Dot(axes=1, dtype=OUT)(
         [h, embedded(label, num_classes, int(h.shape[-1]), "d_label_embedding")])
     return layers.Add(dtype=OUT)([unconditional, projected])
@@ -62,12 +61,10 @@ def discriminator(x, label, num_classes: int, features, hp: dict[str, Any], name
                   **dense_kwargs) -> keras.Model:
     """D on ``[x, label]``: ``features`` (the unconditional body, ``x -> h``) conditioned the
     ``d_conditioning`` way."""
-    if hp["d_conditioning"] == "projection":
-        logit = projection_logit(features(x), label, num_classes, hp["spectral_norm"],
-                                 **dense_kwargs)
-    else:  # "concat"
-        h = features(label_plane(x, label, num_classes))
-        logit = spectral(layers.Dense(1, dtype=OUT, **dense_kwargs), hp["spectral_norm"])(h)
+    projection = hp["d_conditioning"] == "projection"  # else "concat"
+    h = features(x) if projection else features(label_plane(x, label, num_classes))
+    readout = spectral(layers.Dense(1, dtype=OUT, **dense_kwargs), hp["spectral_norm"])
+    logit = projection_logit(h, label, num_classes, readout) if projection else readout(h)
     return keras.Model([x, label], logit, name=f"{name}_discriminator")
 
 

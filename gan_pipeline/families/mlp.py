@@ -38,7 +38,8 @@ def discriminator_features(x, hp: dict[str, Any], init):
     h = layers.Flatten()(x)
     for width in hp["d_widths"]:
         dense = spectral(layers.Dense(width, kernel_initializer=init), hp["spectral_norm"])
-        h = dropout(hp["dropout"])(leaky(hp["leaky_slope"])(dense(h)))
+        h = leaky(hp["leaky_slope"])(dense(h))
+        h = dropout(hp["dropout"])(h)
     return minibatch_std(h, hp["minibatch_std"])
 
 
