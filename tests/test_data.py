@@ -72,6 +72,22 @@ class TFDSImagesTest(tf.test.TestCase):
         self.assertAllEqual(a, again)
         self.assertNotAllClose(a, c)
 
+    def test_images_are_kept_as_uint8_and_scaled_after_batching(self):
+        # A quarter of the memory in the cache and the shuffle buffer, same batches: a batch is
+        # the stored images, in the shuffled order, each scaled as normalize() scales it.
+        with tfds.testing.mock_data(num_examples=64):
+            source = self.load("mnist")
+            self.assertEqual(source.examples().element_spec.dtype, tf.uint8)
+            self.assertEqual(source.labelled_examples().element_spec[0].dtype, tf.uint8)
+            stored = np.stack([x.numpy() for x in source.examples()])
+            images, labels = next(iter(source.batches(16, labels=True)))
+        self.assertEqual(images.dtype, tf.float32)
+        found = [np.flatnonzero((stored == x).all(axis=(1, 2, 3)))
+                 for x in np.rint((images.numpy() + 1) * 127.5).astype(np.uint8)]
+        self.assertTrue(all(len(f) for f in found), "every image is one of the stored ones")
+        self.assertAllEqual(images, data.normalize(stored[[f[0] for f in found]]))
+        self.assertEqual(labels.dtype, tf.int32)
+
     def test_batch_size_larger_than_the_data_is_an_error(self):
         with tfds.testing.mock_data(num_examples=8):
             with self.assertRaisesRegex(UserError, "batch_size = 16 is larger than the 8"):

@@ -213,14 +213,11 @@ class ImageFolder(ImageSource):
     # -- the data ------------------------------------------------------------------------------
 
     def examples(self) -> tf.data.Dataset:
-        return tf.data.Dataset.from_tensor_slices(self.images).map(
-            normalize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return tf.data.Dataset.from_tensor_slices(self.images)
 
     def labelled_examples(self) -> tf.data.Dataset:
         self.require_labels("labelled batches")
-        return tf.data.Dataset.from_tensor_slices((self.images, self.labels)).map(
-            lambda image, label: (normalize(image), label), num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True)
+        return tf.data.Dataset.from_tensor_slices((self.images, self.labels))
 
     def class_shares(self) -> list[float]:
         self.require_labels("class shares")
