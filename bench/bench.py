@@ -20,7 +20,6 @@ import argparse
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -184,15 +183,24 @@ def input_only(dataset):
     return run
 
 
+# Runs the CLI and prints its own peak resident memory as it ends (``ru_maxrss`` of a child
+# would count the pages of this big process that the child's exec replaced).
+_PEAK_OF_CLI = ("import sys; from gan_pipeline import cli; "
+                "from gan_pipeline.pipeline.child import peak_resident_gb; "
+                "status = cli.main(sys.argv[1:]); print(f'peak_gb={peak_resident_gb()}'); "
+                "sys.exit(status)")
+
+
 def peak_rss_of_training() -> float:
-    """Peak RSS (GB) of a real MNIST DCGAN `train` in a subprocess (100 steps, no eval)."""
-    cli = str(Path(sys.executable).parent / "gan-pipeline")
+    """Peak resident memory (GB) of a real MNIST DCGAN `train` in a subprocess (100 steps, no
+    eval)."""
     with __import__("tempfile").TemporaryDirectory() as tmp:
-        subprocess.run([cli, "train", "--config", str(REPO / "pipelines/mnist_dcgan.toml"),
-                        "--set", "epochs=1", "--set", "train.steps_per_epoch=100",
-                        "--set", "eval.every_epochs=0", "--set", "tracking.log_model=false"],
-                       cwd=tmp, capture_output=True, check=True)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
+        done = subprocess.run([sys.executable, "-c", _PEAK_OF_CLI, "train", "--config",
+                               str(REPO / "pipelines/mnist_dcgan.toml"), "--set", "epochs=1",
+                               "--set", "train.steps_per_epoch=100", "--set",
+                               "eval.every_epochs=0", "--set", "tracking.log_model=false"],
+                              cwd=tmp, capture_output=True, text=True, check=True)
+    return float(done.stdout.rsplit("peak_gb=", 1)[1].split()[0])
 
 
 def main() -> int:

@@ -377,6 +377,23 @@ class StageProcessTest(tf.test.TestCase):
     """Stages run in child processes: a Ctrl-C reaches the training once, stops it cleanly, and
     the same command continues; the summary and the parent run report the memory."""
 
+    def test_a_stage_process_reports_its_own_peak_not_its_parents(self):
+        # Linux's ru_maxrss of a process started from a big one counts the parent's pages that
+        # its exec replaced: a small child of this (TensorFlow-sized) test process would report
+        # this process's size as its own peak.
+        from gan_pipeline.pipeline import child
+
+        ballast = bytearray(300 * 2**20)  # noqa: F841 (this process: at least 0.3 GB more)
+        here = child.peak_resident_gb()
+        report = subprocess.run(
+            [sys.executable, "-c", "from gan_pipeline.pipeline import child; "
+             "print(child.peak_resident_gb(), child.own_resident_gb())"],
+            capture_output=True, text=True, check=True)
+        peak, own = map(float, report.stdout.split())
+        self.assertGreater(here, 0.3)
+        self.assertBetween(peak, 0.001, here / 3)
+        self.assertBetween(own, 0.0001, peak)
+
     def test_ctrl_c_in_the_train_stage_stops_cleanly_and_the_rerun_continues(self):
         import signal
         import time

@@ -149,19 +149,29 @@ def _run(job: dict):
     return run_id, status, figures, peak_resident_gb()
 
 
+def _status_gb(field: str) -> float | None:
+    """A memory figure of this process from Linux's /proc/self/status (reported in kB), in GB;
+    None elsewhere."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    return None
+
+
 def peak_resident_gb() -> float:
-    """This process's peak resident memory so far, in GB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    """This process's peak resident memory so far, in GB: Linux's VmHWM. (Not ``ru_maxrss``:
+    in a process started from another one, Linux counts there the pages of the parent's copy
+    that exec replaced, so a 0.1 GB child of a 2 GB parent reports 2 GB.)"""
+    peak = _status_gb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
 def own_resident_gb() -> float:
     """This process's resident memory that is its own (anonymous: heap, arrays), in GB, not
     the shared libraries' pages (TensorFlow's alone are ~0.5 GB), which it shares with a stage's
     process. Linux; elsewhere the whole peak."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024 / 1e9
-    except OSError:
-        pass
-    return peak_resident_gb()
+    own = _status_gb("RssAnon")
+    return own if own is not None else peak_resident_gb()
