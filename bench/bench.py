@@ -17,6 +17,7 @@ and measures the peak resident memory of a real MNIST DCGAN training run.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import platform
@@ -222,6 +223,10 @@ def main() -> int:
           f"{args.steps} steps after warm-up", flush=True)
     rows = []
     for name in args.models.split(","):
+        # Each row starts from a clean slate: the rows before it leave models, datasets and
+        # their iterators' threads behind until the garbage collector frees their cycles.
+        gc.collect()
+        keras.backend.clear_session()
         cfg = load_cfg(name, args.batch_size)
         keras.utils.set_random_seed(0)
         source = data.open_source(cfg)
