@@ -62,7 +62,10 @@ class Classifier:
     def class_names(self) -> list[str]:
         return list(self.info["class_names"])
 
-    def features(self, images: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    def features(self, images: np.ndarray, batch_size: int = 250) -> tuple[np.ndarray, np.ndarray]:
+        """Penultimate features and class probabilities of ``images``, ``batch_size`` at a time
+        (the convolutions' activations of 1,000 MNIST images took ~0.27 GB more at the evaluate
+        stage's peak, for the same figures and time)."""
         feats, probs = [], []
         for i in range(0, len(images), batch_size):
             f, p = self.extractor(images[i:i + batch_size], training=False)
