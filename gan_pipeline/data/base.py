@@ -106,7 +106,10 @@ class DataSource:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         ds = ds.batch(batch_size, drop_remainder=True).with_options(options)
         scale = ((lambda x, y: (self.to_model(x), y)) if labels else self.to_model)
-        ds = ds.map(scale, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # (plain TensorFlow ops: no AutoGraph, whose converted copies are files in TMPDIR that
+        # a killed process leaves behind)
+        ds = ds.map(tf.autograph.experimental.do_not_convert(scale),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def real_samples(self, n: int, seed: int = 0) -> np.ndarray:
