@@ -104,28 +104,27 @@ class TFDSImages(ImageSource):
     def label(self) -> str:
         return f"{self.settings.dataset}:{self.settings.split}"
 
-    def _split(self, split: str, supervised: bool = False) -> tf.data.Dataset:
-        """A split's images normalised to [-1, 1] (with their labels when ``supervised``)."""
+    def _stored(self, split: str, supervised: bool = False) -> tf.data.Dataset:
+        """A split's images as TFDS stores them, uint8 (with their labels when ``supervised``)."""
         if supervised:
-            ds = self.builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-            return ds.map(lambda image, label: (normalize(image), label),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return self._stored(split).map(normalize, num_parallel_calls=tf.data.AUTOTUNE,
-                                       deterministic=True)
-
-    def _stored(self, split: str) -> tf.data.Dataset:
+            return self.builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
         ds = self.builder.as_dataset(split=split, shuffle_files=False)
         return ds.map(lambda ex: ex["image"], num_parallel_calls=tf.data.AUTOTUNE,
                       deterministic=True)
+
+    def _split(self, split: str, supervised: bool = False) -> tf.data.Dataset:
+        """A split's images normalised to [-1, 1] (with their labels when ``supervised``)."""
+        scale = (lambda image, label: (normalize(image), label)) if supervised else normalize
+        return self._stored(split, supervised).map(scale, num_parallel_calls=tf.data.AUTOTUNE,
+                                                   deterministic=True)
 
     def examples(self) -> tf.data.Dataset:
         return self._stored(self.settings.split)
 
     def labelled_examples(self) -> tf.data.Dataset:
         self.require_labels("labelled batches")
-        ds = self.builder.as_dataset(split=self.settings.split, as_supervised=True,
-                                     shuffle_files=False)
-        return ds.map(lambda image, label: (image, tf.cast(label, tf.int32)))
+        return self._stored(self.settings.split, supervised=True).map(
+            lambda image, label: (image, tf.cast(label, tf.int32)))
 
     def real_samples(self, n: int, seed: int = 0) -> np.ndarray:
         return images_of(self._split(self.settings.split).take(n))

@@ -166,7 +166,9 @@ def peak_resident_gb() -> float:
     in a process started from another one, Linux counts there the pages of the parent's copy
     that exec replaced, so a 0.1 GB child of a 2 GB parent reports 2 GB.)"""
     peak = _status_gb("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    if peak is None:  # not Linux: ru_maxrss, in KiB
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    return peak
 
 
 def own_resident_gb() -> float:
