@@ -352,9 +352,10 @@ class ClassMixtureTest(tf.test.TestCase):
             with self.assertRaisesRegex(UserError, "label_accuracy"):
                 config.load(path)
             folder = rgb_unlabelled(Path("rgb"), n=4)
-            cfg = config.validate({"data": {"dataset": "folder", "path": str(folder)},
+            cfg = config.validate({"data": {"dataset": "folder", "path": str(folder),
+                                            "labels": "data"},
                                    "model": {"name": "labelled_dcgan"}})
-            with self.assertRaisesRegex(UserError, "has no labels.*model.name = 'dcgan'"):
+            with self.assertRaisesRegex(UserError, "has no labels.*data.labels = 'clusters'"):
                 data.open_source(cfg)
 
 

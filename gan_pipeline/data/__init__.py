@@ -14,6 +14,7 @@ samples, the prepare stage's profile and the evaluator. To add a source: a modul
 from __future__ import annotations
 
 from gan_pipeline.data.base import DataSource, ImageSource, normalize
+from gan_pipeline.data.clusters import Clustered
 from gan_pipeline.data.folder import ImageFolder
 from gan_pipeline.data.gaussian import Gaussian1D
 from gan_pipeline.data.tfds_images import TFDSImages, resolve_data_dir
@@ -28,22 +29,35 @@ def source_class(dataset: str) -> type[DataSource]:
 
 
 def open_source(cfg) -> DataSource:
-    """The training data a validated config asks for, opened (and checked) once: a
-    conditional family's data must have labels."""
+    """The training data a validated config asks for, opened (and checked) once. A conditional
+    family's data must have labels; a family that only trains on them (``labelled_*``) is given
+    k-means clusters of the images instead when the data has none, or when ``data.labels =
+    "clusters"``, and says so in one line."""
     from gan_pipeline import families  # (families import kinds, which data uses)
 
     source = source_class(cfg.data.dataset)(cfg.data, seed=cfg.seed)
     family = families.get(cfg.model.name)
-    if family.conditional:
-        try:
-            source.require_labels(f"model.name = {cfg.model.name!r} (a conditional family)")
-        except UserError as exc:
-            if not family.unlabelled:
-                raise
-            raise UserError(f"{exc}; or, for images without labels, set model.name = "
-                            f"{family.unlabelled!r}") from None
+    if not family.conditional:
+        return source
+    what = f"model.name = {cfg.model.name!r} (a conditional family)"
+    choice = cfg.data.labels  # (image sources; vectors have no conditional family)
+    has_labels = bool(source.class_names) and len(source.class_names) >= 2
+    if family.mixes_classes and (choice == "clusters" or (choice == "auto" and not has_labels)):
+        k = cfg.data.clusters
+        why = ("data.labels = 'clusters'" if choice == "clusters"
+               else f"{source.label} has no labels")
+        print(f"note: {why}: {cfg.model.name} trains on {k} k-means clusters of the images in "
+              "their place (self-conditioning; its generator samples without them)", flush=True)
+        return Clustered(source, k)
+    try:
+        source.require_labels(what)
+    except UserError as exc:
+        if not family.mixes_classes:
+            raise
+        raise UserError(f"{exc}; or set data.labels = 'clusters' (k-means clusters of the "
+                        "images in their place)") from None
     return source
 
 
-__all__ = ["SOURCES", "DataSource", "Gaussian1D", "ImageFolder", "ImageSource", "TFDSImages",
+__all__ = ["SOURCES", "Clustered", "DataSource", "Gaussian1D", "ImageFolder", "ImageSource", "TFDSImages",
            "normalize", "open_source", "resolve_data_dir", "source_class"]

@@ -21,6 +21,9 @@ from gan_pipeline.evaluation import classifier
 from gan_pipeline.evaluation.images import ImageEvaluator
 
 
+LABELS = ("auto", "data", "clusters")
+
+
 def normalize(image: tf.Tensor) -> tf.Tensor:
     """uint8 [0, 255] -> float32 [-1, 1]."""
     return tf.cast(image, tf.float32) / 127.5 - 1.0
@@ -141,6 +144,16 @@ class ImageSource(DataSource):
 
     kind = kinds.IMAGES
     objective = "frechet_distance"
+    # What a family that trains on labels is told (``gan_pipeline.data.clusters``); every image
+    # source has these settings, beside its own.
+    fields = {
+        "labels": Field(str, "auto", choices=lambda: list(LABELS),
+                        help="what families that train on labels learn from: 'auto' (the data's "
+                             "labels, else k-means clusters of the images), 'data' (its labels "
+                             "only) or 'clusters' (clusters even when it has labels)"),
+        "clusters": Field(int, 10, min=2, max=1000,
+                          help="how many k-means clusters stand in for labels"),
+    }
 
     def __init__(self, settings: Section, seed: int = 0):
         super().__init__(settings, seed)

@@ -96,6 +96,7 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class ImageFolder(ImageSource):
     name = "folder"
     fields = {
+        **ImageSource.fields,
         "path": Field(str, "", nonempty=True, help="the folder of images (searched recursively)"),
         "image_size": Field(list, [], lengths=(0, 2), max=4096,
                             help="[H, W] to resize to; [] = the first image's size"),

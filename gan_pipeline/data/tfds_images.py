@@ -78,6 +78,7 @@ class TFDSImages(ImageSource):
 
     name = "tfds"  # answers to every data.dataset that is not another source's name
     fields = {
+        **ImageSource.fields,
         "data_dir": Field(str, "", help="TFDS data dir; empty = $TFDS_DATA_DIR, then TFDS' "
                                         "default"),
         "download": Field(bool, True, help="let TFDS download a dataset that is not prepared"),
