@@ -19,7 +19,7 @@ import keras
 import mlflow
 import tensorflow as tf
 
-from gan_pipeline import checkpoints, config, data, distribute, tracking
+from gan_pipeline import checkpoints, config, data, distribute, progress, tracking
 from gan_pipeline.callbacks import Checkpointer, RunRecord
 from gan_pipeline.errors import UserError
 from gan_pipeline.factory import gan_for, resolved_precision
@@ -246,7 +246,7 @@ def _train(cfg, source, directory, write_directory, verbose, resume, resume_comm
                                     every_steps=cfg.tracking.checkpoint_every_steps)
         # (from a run that had trained every epoch, this only does the end-of-run logging)
         try:
-            fit.run(cfg.epochs, steps, initial_epoch=start_epoch, verbose=verbose,
+            fit.run(cfg.epochs, steps, initial_epoch=start_epoch, verbose=progress.verbosity(verbose),
                     extra=[checkpointer], done_steps=state.get("step", 0) if state else 0)
         except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                 tf.errors.CancelledError, tf.errors.AbortedError) as exc:

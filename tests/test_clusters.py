@@ -99,7 +99,7 @@ class ClusteredSourceTest(tf.test.TestCase):
 
     def test_labelled_data_keeps_its_labels_unless_clusters_are_asked_for(self):
         with tempfile.TemporaryDirectory() as tmp:
-            folder = gray_labelled(Path(tmp) / "shapes", per_class=12)
+            folder = gray_labelled(Path(tmp) / "shapes", per_class=30)
             base = {"dataset": "folder", "path": str(folder)}
             cfg = config.validate({"data": base, "model": {"name": "labelled_dcgan"}})
             source, said = quiet(data.open_source, cfg)
@@ -111,6 +111,12 @@ class ClusteredSourceTest(tf.test.TestCase):
             source, said = quiet(data.open_source, cfg)
             self.assertIsInstance(source, Clustered)
             self.assertIn("data.labels = 'clusters'", said)
+            self.assertLen(source.class_shares(), 3)
+            # the default 50 clusters, on 60 images: at most one per 20 images, said as such
+            cfg = config.validate({"data": {**base, "labels": "clusters"},
+                                   "model": {"name": "labelled_dcgan"}})
+            source, said = quiet(data.open_source, cfg)
+            self.assertIn("trains on 3 k-means clusters", said)
             self.assertLen(source.class_shares(), 3)
             # an unconditional family is not told about labels at all
             cfg = config.validate({"data": {**base, "labels": "clusters"},

@@ -15,12 +15,17 @@ class ShippedPipelinesTest(tf.test.TestCase):
     def test_every_shipped_pipeline_validates_with_its_family(self):
         files = sorted((REPO / "pipelines").glob("*.toml"))
         self.assertEqual({f.stem for f in files},
-                         {"gaussian_1d", "mnist_mlp", "mnist_dcgan", "mnist_cgan"})
+                         {"gaussian_1d", "mnist_mlp", "mnist_dcgan", "mnist_cgan",
+                          "mnist_dcgan_unlabelled", "mnist_mlp_unlabelled"})
         for path in files:
             cfg = config.load(path)
             self.assertEqual(cfg.name, path.stem)
             self.assertIn(cfg.model.name, ("gaussian_1d_monotone", "labelled_mlp", "labelled_dcgan",
                                            "cdcgan"))
+            # the *_unlabelled files train on k-means clusters in place of MNIST's labels
+            if path.stem.startswith("mnist"):
+                self.assertEqual(cfg.data.labels,
+                                 "clusters" if path.stem.endswith("_unlabelled") else "auto")
             # the family's own hyperparameters: not model.name, not model.truncation
             self.assertEqual(set(cfg.hyperparameters()),
                              set(families.get(cfg.model.name).defaults))

@@ -1,7 +1,9 @@
 """Data sources: values in [-1, 1], shapes per dataset, seeded order, 1-D moments, clear errors."""
 
 import os
+import socket
 import tempfile
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -9,8 +11,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from gan_pipeline import config, data, visualize
+from gan_pipeline.data import tfds_images
 from gan_pipeline.errors import UserError
-from tests.helpers import real_tfds_dir
+from tests.helpers import free_port, real_tfds_dir
 
 
 def open_data(dataset="mnist", seed=0, **settings):
@@ -119,6 +122,33 @@ class DataErrorsTest(tf.test.TestCase):
             self.assertIn("'fashion_mnist' is not prepared in " + empty, message)
             self.assertIn("TFDS_DATA_DIR", message)
             self.assertEqual(os.listdir(empty), [], "nothing may be left half-written")
+
+    def test_unprepared_dataset_without_network_fails_at_once(self):
+        """With downloads allowed but no network, the error comes before TFDS' download (which
+        retries each file with back-off for minutes), names the dataset and the fix, and leaves
+        nothing behind. The probe is pointed at a local port that nothing listens on."""
+        closed = ("127.0.0.1", free_port())
+        with tempfile.TemporaryDirectory() as empty, \
+                mock.patch.object(tfds_images, "PROBE_HOST", closed), \
+                mock.patch.dict(os.environ, {k: "" for k in ("HTTPS_PROXY", "https_proxy",
+                                                            "HTTP_PROXY", "http_proxy",
+                                                            "ALL_PROXY", "all_proxy")}), \
+                mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare") as download:
+            with self.assertRaisesRegex(UserError, "'fashion_mnist' is not prepared in "
+                                        + empty + ", and this machine has no network"):
+                open_data("fashion_mnist", data_dir=empty, download=True)
+            download.assert_not_called()
+            self.assertEqual(os.listdir(empty), [], "nothing may be left half-written")
+
+    def test_the_network_probe_sees_a_listening_host(self):
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(1)
+            with mock.patch.object(tfds_images, "PROBE_HOST", server.getsockname()), \
+                    mock.patch.dict(os.environ, {"HTTPS_PROXY": "", "https_proxy": "",
+                                                 "HTTP_PROXY": "", "http_proxy": "",
+                                                 "ALL_PROXY": "", "all_proxy": ""}):
+                self.assertTrue(tfds_images.network_reachable(timeout=5.0))
 
     def test_tfds_data_dir_is_honoured(self):
         with tempfile.TemporaryDirectory() as empty:

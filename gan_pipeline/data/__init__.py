@@ -28,6 +28,9 @@ def source_class(dataset: str) -> type[DataSource]:
     return SOURCES.get(dataset, TFDSImages)
 
 
+CLUSTER_MIN_SIZE = 20  # images per k-means cluster, on average, at the least
+
+
 def open_source(cfg) -> DataSource:
     """The training data a validated config asks for, opened (and checked) once. A conditional
     family's data must have labels; a family that only trains on them (``labelled_*``) is given
@@ -43,7 +46,10 @@ def open_source(cfg) -> DataSource:
     choice = cfg.data.labels  # (image sources; vectors have no conditional family)
     has_labels = bool(source.class_names) and len(source.class_names) >= 2
     if family.mixes_classes and (choice == "clusters" or (choice == "auto" and not has_labels)):
+        # at most one cluster per CLUSTER_MIN_SIZE images: a small folder gets fewer, fuller ones
         k = cfg.data.clusters
+        if source.num_examples:
+            k = max(2, min(k, source.num_examples // CLUSTER_MIN_SIZE))
         why = ("data.labels = 'clusters'" if choice == "clusters"
                else f"{source.label} has no labels")
         print(f"note: {why}: {cfg.model.name} trains on {k} k-means clusters of the images in "

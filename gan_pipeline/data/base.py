@@ -151,8 +151,9 @@ class ImageSource(DataSource):
                         help="what families that train on labels learn from: 'auto' (the data's "
                              "labels, else k-means clusters of the images), 'data' (its labels "
                              "only) or 'clusters' (clusters even when it has labels)"),
-        "clusters": Field(int, 10, min=2, max=1000,
-                          help="how many k-means clusters stand in for labels"),
+        "clusters": Field(int, 50, min=2, max=1000,
+                          help="how many k-means clusters stand in for labels (at most one per "
+                               "20 images)"),
     }
 
     def __init__(self, settings: Section, seed: int = 0):

@@ -26,10 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from gan_pipeline import progress
 from gan_pipeline.config.schema import Field, Section
 from gan_pipeline.data.base import ImageSource, images_of, mlflow_dataset, normalize
 from gan_pipeline.errors import UserError
@@ -168,8 +168,8 @@ class ImageFolder(ImageSource):
         decoded, names, skipped = [], [], []
         size = tuple(self.settings.image_size) or None  # else the first image's
         resized = 0
-        bar = keras.utils.Progbar(len(files), unit_name="file") if len(files) > 1000 else None
-        if bar is not None:
+        bar = progress.bar(len(files), unit_name="file") if len(files) > 1000 else None
+        if len(files) > 1000:
             print(f"Decoding {len(files)} images under {self.root} (once; cached)", flush=True)
         for i, path in enumerate(files):
             rel = str(path.relative_to(self.root))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,34 @@ from gan_pipeline.evaluation.classifier import CLASSIFIER_VERSION
 def resolve_data_dir(data_dir: str | None) -> str | None:
     """The TFDS data dir: ``data_dir`` if set, else ``$TFDS_DATA_DIR``, else None (TFDS' default)."""
     return data_dir or os.environ.get("TFDS_DATA_DIR") or None
+
+
+# TFDS' own mirror: most datasets' files and every dataset's metadata come from there.
+PROBE_HOST = ("storage.googleapis.com", 443)
+
+
+def network_reachable(timeout: float = 5.0) -> bool:
+    """Whether TFDS could download at all: a TCP connection to its mirror opens within
+    ``timeout`` seconds (name lookup included). Behind a proxy (``HTTPS_PROXY`` and kin), where
+    direct connections may be barred but downloads work, it does not probe. Without it TFDS
+    retries every file with back-off for minutes before it fails."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                                       "ALL_PROXY", "all_proxy")):
+        return True
+
+    reached = []
+
+    def connect():
+        try:
+            with socket.create_connection(PROBE_HOST, timeout=timeout):
+                reached.append(True)
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=connect, daemon=True)  # a name lookup can hang: not waited
+    probe.start()                                          # for past the timeout, nor at exit
+    probe.join(timeout)
+    return bool(reached)
 
 
 def _describe_dir(data_dir: str | None) -> str:
@@ -65,12 +95,22 @@ def image_builder(name: str, data_dir: str | None = None, download: bool = True)
         if not download:
             raise UserError(f"dataset {name!r} is not prepared in {where} and data.download is "
                             f"false: {fix}")
+        if _would_download(builder) and not network_reachable():
+            raise UserError(f"dataset {name!r} is not prepared in {where}, and this machine "
+                            f"has no network to download it: {fix}")
         try:
             builder.download_and_prepare()
         except Exception as exc:  # network errors come in many types (requests, OSError, ...)
             raise UserError(f"dataset {name!r} is not prepared in {where} and could not be "
                             f"downloaded ({type(exc).__name__}): {fix}") from None
     return builder
+
+
+def _would_download(builder) -> bool:
+    """Whether ``download_and_prepare`` would fetch anything: not under
+    ``tfds.testing.mock_data``, whose no-op stands in for it (and makes the data up)."""
+    method = getattr(type(builder), "download_and_prepare", None)
+    return getattr(method, "__name__", "") != "mock_download_and_prepare"
 
 
 class TFDSImages(ImageSource):

@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from gan_pipeline import progress
+
 FEATURES_LAYER = "features"
 CLASSIFIER_VERSION = 1  # bump when the classifier's architecture or training changes
 MIN_STEPS = 1200  # small datasets train for more epochs, up to MAX_EPOCHS
@@ -102,7 +104,7 @@ def feature_classifier(source, epochs: int | None = None,
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     shuffled = train.shuffle(20_000, seed=0).batch(batch).prefetch(tf.data.AUTOTUNE)
-    model.fit(shuffled, epochs=epochs, verbose=verbose)
+    model.fit(shuffled, epochs=epochs, verbose=progress.verbosity(verbose))
     _, accuracy = model.evaluate(data["test"].batch(500), verbose=0)
     info = {"dataset": data.get("dataset", source.label), "version": data.get("version", ""),
             "data_dir": data["data_dir"], "task": data["task"], "class_names": classes,

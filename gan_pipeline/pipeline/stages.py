@@ -10,7 +10,6 @@ train run's generator and logs into that run, register registers the train run's
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -157,8 +156,7 @@ def run_train(pipeline, cfg, key: str, upstream: dict):
             resume = False
     tags = {**pipeline.tags("train", key),
             **{f"{s}_run_id": rid for s, rid in upstream.items() if rid}}
-    verbose = pipeline.verbose if sys.stdout.isatty() else 2  # logs: a line per epoch, no bar
-    result = train(cfg, verbose=verbose, resume=resume, parent_run_id=pipeline.parent_id,
+    result = train(cfg, verbose=pipeline.verbose, resume=resume, parent_run_id=pipeline.parent_id,
                    tags=tags, resume_command=pipeline.command, source=pipeline.source)
     name = f"eval/{pipeline.source.objective}"
     last = {name: result.history[name][-1]} if result.history.get(name) else {}
