@@ -109,6 +109,40 @@ def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[fl
     return float(density), float(covered.mean())
 
 
+def intra_class_precision_recall(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray,
+                                 fake_labels: np.ndarray, num_classes: int, k: int = 3,
+                                 seed: int = 0) -> list:
+    """Per class, ``precision_recall`` of the generated features of that class against the real
+    ones of that class, on equal counts (the larger side subsampled); None where either side has
+    fewer than ``k + 1`` samples. One kind of 7 for every 7 asked for: high precision, low
+    recall."""
+    real_labels = np.asarray(real_labels).reshape(-1)
+    fake_labels = np.asarray(fake_labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in range(num_classes):
+        a, b = real[real_labels == c], fake[fake_labels == c]
+        m = min(len(a), len(b))
+        if m <= k:
+            out.append(None)
+            continue
+        a = a[rng.choice(len(a), m, replace=False)] if len(a) > m else a
+        b = b[rng.choice(len(b), m, replace=False)] if len(b) > m else b
+        out.append(precision_recall(a, b, k=k))
+    return out
+
+
+# The tuner's default objective for images (``fd_over_recall``): the Frechet distance divided by
+# the recall, floored at RECALL_FLOOR. FD alone can improve while a generator drops modes (a
+# sharper, narrower G); halving the recall doubles the objective, so it does not pay.
+RECALL_FLOOR = 0.05
+
+
+def fd_over_recall(frechet: float, recall: float) -> float:
+    """``frechet / max(recall, RECALL_FLOOR)``: lower is better."""
+    return float(frechet) / max(float(recall), RECALL_FLOOR)
+
+
 def class_histogram(probs: np.ndarray) -> np.ndarray:
     """Share of samples per predicted class (sums to 1)."""
     probs = np.asarray(probs)

@@ -85,8 +85,15 @@ def _params(cfg, gan: GAN, source, strategy, steps: int) -> dict:
         "resolved.discriminator_params": gan.discriminator.count_params(),
         "resolved.backend": keras.backend.backend(),
     })
+    # What `sample`, `evaluate` and serving feed the saved generator, where it is not the
+    # latent_shape G trains on (a labelled family's: one more coordinate that draws the class)
+    served = list(gan.exported.inputs[0].shape[1:])
+    if served != list(gan.latent_shape):
+        params["resolved.sample_noise_shape"] = served
     if source.class_names is not None:
         params["resolved.classes"] = len(source.class_names)
+        params["resolved.labels"] = ("k-means clusters" if isinstance(source, data.Clustered)
+                                     else "data")
     if distribute.multi_worker():
         params["resolved.workers"] = distribute.worker_addresses()
     return params

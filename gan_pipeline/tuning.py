@@ -119,7 +119,7 @@ class GANHyperModel(kt.HyperModel):
         self.cfg, self.source, self.evaluator = cfg, source, evaluator
         self.parent_run_id = parent_run_id
         self.space = cfg.tune.space
-        self.objective = cfg.tune.objective or evaluator.objective
+        self.objective = cfg.tune.objective or source.search_objective
         self.direction = evaluation.DIRECTIONS[self.objective]
         self.trial = None  # the trial being run; set by the tuner (see ``_GANTunerMixin``)
 

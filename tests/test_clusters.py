@@ -16,7 +16,7 @@ from gan_pipeline.data.clusters import Clustered, kmeans, pixel_features
 from gan_pipeline.errors import UserError
 from gan_pipeline.factory import gan_for
 from tests.helpers import REPO, TINY, TempWorkdir
-from tests.test_cli import run_cli
+from tests.test_cli import only_run, run_cli
 from tests.test_folder import gray_labelled, rgb_unlabelled, write_image
 
 
@@ -173,6 +173,13 @@ class UnlabelledFolderTrainingTest(tf.test.TestCase):
             notes = [line for line in out.splitlines() if "k-means clusters" in line]
             self.assertLen(notes, 1)
             self.assertIn("has no labels", notes[0])
+            _, run = only_run(work.uri, "mnist_dcgan")
+            self.assertEqual(run.data.params["resolved.labels"], "k-means clusters")
+            # 64 images: 3 clusters (one per 20 at most); G trains on 100 noise values, the
+            # saved generator takes one more, from which it draws its cluster
+            self.assertEqual(run.data.params["resolved.classes"], "3")
+            self.assertEqual(run.data.params["resolved.latent_shape"], "[100]")
+            self.assertEqual(run.data.params["resolved.sample_noise_shape"], "[101]")
             generators = list(work.path.glob("mlruns/**/generator.keras"))
             self.assertNotEmpty(generators)
             code, out, err = run_cli("sample", "--model", generators[0], "--n", "4",

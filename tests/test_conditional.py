@@ -230,6 +230,49 @@ class LabelFiguresTest(tf.test.TestCase):
         self.assertEqual(metrics.intra_class_frechet(feats, labels, feats[:5], labels[:5], 10)[9],
                          None)
 
+    def test_intra_class_recall_sees_one_kind_per_class(self):
+        rng = np.random.default_rng(0)
+        labels = np.repeat(np.arange(10), 100)
+        real = rng.standard_normal((1000, 4)) + 5 * labels[:, None]
+        varied = rng.standard_normal((1000, 4)) + 5 * labels[:, None]
+        # every sample of a class is (nearly) that class's first real one
+        same = real[labels * 100] + 0.01 * rng.standard_normal((1000, 4))
+        good = metrics.intra_class_precision_recall(real, labels, varied, labels, 10)
+        bad = metrics.intra_class_precision_recall(real, labels, same, labels, 10)
+        self.assertGreater(min(r for _, r in good), 0.8)
+        self.assertGreater(min(p for p, _ in bad), 0.9)  # each sample looks right...
+        self.assertLess(max(r for _, r in bad), 0.1)     # ...but there is one kind of each
+        # a class without enough samples is not judged
+        self.assertIsNone(metrics.intra_class_precision_recall(
+            real, labels, varied[:3], labels[:3], 10)[0])
+
+    def test_fd_over_recall_makes_dropping_modes_cost(self):
+        self.assertAlmostEqual(metrics.fd_over_recall(4.0, 0.8), 5.0)
+        self.assertAlmostEqual(metrics.fd_over_recall(4.0, 0.4), 10.0)
+        self.assertAlmostEqual(metrics.fd_over_recall(4.0, 0.0), 4.0 / metrics.RECALL_FLOOR)
+        self.assertEqual(evaluation.DIRECTIONS["fd_over_recall"], "min")
+
+    def test_image_searches_rank_by_fd_over_recall_unless_told(self):
+        from gan_pipeline import tuning
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = gray_labelled(Path(tmp) / "shapes", per_class=12)
+            for name, objective, expected in (("dcgan", "", "fd_over_recall"),
+                                              ("cdcgan", "", "fd_over_recall"),
+                                              ("dcgan", "kid", "kid")):
+                cfg = config.validate({"data": {"dataset": "folder", "path": str(folder)},
+                                       "model": {"name": name},
+                                       "tune": {"objective": objective}})
+                model = tuning.GANHyperModel(cfg, data.open_source(cfg), None, "parent")
+                self.assertEqual((model.objective, model.direction), (expected, "min"))
+        one_d = config.validate({"data": {"dataset": "gaussian_1d"},
+                                 "model": {"name": "gaussian_1d"}})
+        model = tuning.GANHyperModel(one_d, data.open_source(one_d), None, "parent")
+        self.assertEqual(model.objective, "ks")
+        # intra-class figures only where there are classes asked for
+        with self.assertRaisesRegex(UserError, "tune.objective = 'intra_recall' is not a figure"):
+            config.load(REPO / "pipelines/mnist_dcgan.toml", ["tune.objective=intra_recall"])
+        config.load(REPO / "pipelines/mnist_cgan.toml", ["tune.objective=intra_recall_worst"])
+
     def test_directions_cover_every_objective(self):
         self.assertEqual(evaluation.DIRECTIONS["label_accuracy"], "max")
         self.assertEqual(evaluation.DIRECTIONS["intra_fd"], "min")
@@ -286,8 +329,26 @@ class ConditionalRunTest(tf.test.TestCase):
             self.assertEqual(len(figures["label_accuracy_per_class"]), 10)
             self.assertIn(figures["label_accuracy_worst_class"], CLASSES)
             self.assertBetween(figures["label_accuracy"], 0.0, 1.0)
+            # (mocked data: a class with at most k = 3 test images is not judged)
+            self.assertNotEmpty(figures["recall_per_class"])
+            self.assertContainsSubset(figures["recall_per_class"], CLASSES)
+            self.assertIn(figures["intra_recall_worst_class"], CLASSES)
+            self.assertAllClose(figures["fd_over_recall"], figures["frechet_distance"]
+                                / max(figures["intra_recall"], metrics.RECALL_FLOOR))
             floor = json.loads(out)["real_vs_real_floor"]
             self.assertIn("label_accuracy", floor)
+
+            # the evaluation's samples are `sample --label L --seed L`'s (evaluation seed 0)
+            source = data.open_source(config.load(REPO / "pipelines/mnist_cgan.toml"))
+            judge = source.evaluator(30, 0)
+            seen = {}
+            judge.evaluate = lambda samples, labels: seen.update(samples=samples, labels=labels)
+            judge(generator)
+            self.assertEqual(seen["labels"].reshape(-1).tolist(),
+                             [c for c in range(10) for _ in range(3)])
+            for c in (0, 7):
+                asked, _ = sampling.sample_with_labels(generator, 3, seed=c, label=c)
+                self.assertAllClose(seen["samples"][3 * c:3 * c + 3], asked, atol=1e-6)
 
 
 class ClassMixtureTest(tf.test.TestCase):
@@ -404,3 +465,11 @@ class RealMnistLabelFiguresTest(tf.test.TestCase):
         self.assertAllClose(right["label_accuracy"], accuracy, atol=0.01)
         self.assertBetween(wrong["label_accuracy"], 0.07, 0.13)
         self.assertLess(right["intra_fd"] * 5, wrong["intra_fd"])
+        # real digits have their class's variety; one digit repeated per class has none
+        first = [int(np.flatnonzero(labels.reshape(-1) == c)[0]) for c in range(10)]
+        one_kind = images[np.array(first)[labels.reshape(-1)]]
+        varied = judge.evaluate(images, labels=labels)
+        collapsed = judge.evaluate(one_kind, labels=labels)
+        self.assertGreater(varied["intra_recall_worst"], 0.6)
+        self.assertLess(collapsed["intra_recall"], 0.05)
+        self.assertGreater(collapsed["fd_over_recall"], 10 * varied["fd_over_recall"])

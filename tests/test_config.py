@@ -31,10 +31,17 @@ class ShippedPipelinesTest(tf.test.TestCase):
                              set(families.get(cfg.model.name).defaults))
 
     def test_mnist_pipelines_use_the_tutorial_settings(self):
-        for name in ("mnist_mlp", "mnist_cgan"):
-            t = config.load(REPO / "pipelines" / f"{name}.toml").train
-            self.assertEqual((t.label_smoothing, t.g_learning_rate, t.beta_1),
-                             (0.9, 2e-4, 0.5))
+        t = config.load(REPO / "pipelines/mnist_mlp.toml").train
+        self.assertEqual((t.label_smoothing, t.g_learning_rate, t.beta_1), (0.9, 2e-4, 0.5))
+        # the conditional DCGAN trains as the DCGAN file does, mode seeking included (its
+        # variety within a class), and keeps those settings over its search's pick
+        cgan = config.load(REPO / "pipelines/mnist_cgan.toml")
+        dcgan_train = config.load(REPO / "pipelines/mnist_dcgan.toml").train
+        for key in ("label_smoothing", "d_learning_rate", "g_learning_rate", "beta_1",
+                    "ema_decay", "mode_seeking"):
+            self.assertEqual(getattr(cgan.train, key), getattr(dcgan_train, key), key)
+        self.assertGreater(cgan.train.mode_seeking, 0)
+        self.assertEqual((cgan.tune.adopt, cgan.tune.objective), ("file", ""))
         # the DCGAN's rates are a search's pick, measured at full length; train keeps them
         dcgan = config.load(REPO / "pipelines/mnist_dcgan.toml")
         self.assertEqual((dcgan.train.label_smoothing, dcgan.tune.adopt), (0.9, "file"))

@@ -261,7 +261,8 @@ SCHEMA: dict[str, Any] = {
                            help="samples the trial objective is judged on"),
         "objective": Field(str, "", choices=_objectives,
                            help="the figure the search optimises (its direction is known); "
-                                "empty = the data's headline: frechet_distance, or ks for 1-D"),
+                                "empty = fd_over_recall for images (the Frechet distance over the "
+                                "recall; metrics.fd_over_recall), ks for 1-D"),
         "hyperband_factor": Field(int, 3, min=2, max=100),
         "adopt": Field(str, "best", choices=lambda: list(ADOPT),
                        help="what the train stage takes from the search: 'best', the best "

@@ -46,6 +46,8 @@ class DataSource:
     kind: ClassVar[kinds.Kind] = kinds.IMAGES
     fields: ClassVar[dict[str, Field]] = {}  # its own data.* settings
     objective: ClassVar[str] = "frechet_distance"  # its evaluation's headline figure (lower wins)
+    # what a search ranks its trials by when tune.objective is empty (lower wins)
+    search_objective: ClassVar[str] = "frechet_distance"
 
     shape: tuple[int, ...]  # one sample: (H, W, C) or (n_points,)
     num_examples: int
@@ -144,6 +146,9 @@ class ImageSource(DataSource):
 
     kind = kinds.IMAGES
     objective = "frechet_distance"
+    # FD over recall (metrics.fd_over_recall): a short trial's FD alone rewards a G that drops
+    # modes (issue 29: the cGAN search's pick had recall 0.2 within a class)
+    search_objective = "fd_over_recall"
     # What a family that trains on labels is told (``gan_pipeline.data.clusters``); every image
     # source has these settings, beside its own.
     fields = {

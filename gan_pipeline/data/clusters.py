@@ -109,7 +109,7 @@ class Clustered(DataSource):
         self.source, self.k = source, int(clusters)
         self.kind, self.shape = source.kind, source.shape
         self.num_examples = source.num_examples
-        self.objective = source.objective
+        self.objective, self.search_objective = source.objective, source.search_objective
         self.class_names = [f"cluster {i}" for i in range(self.k)]
         self._labels: np.ndarray | None = None
 

@@ -19,6 +19,7 @@ class Gaussian1D(DataSource):
     name = "gaussian_1d"
     kind = kinds.VECTORS
     objective = "ks"
+    search_objective = "ks"
     fields = {
         "mean": Field(float, 4.0, min=-1e6, max=1e6, help="mean of the real distribution"),
         "std": Field(float, 1.25, min=0, max=1e6, min_exclusive=True, help="its std"),

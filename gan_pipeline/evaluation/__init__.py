@@ -16,13 +16,19 @@ from gan_pipeline.errors import UserError
 
 # Which way each figure is better: the tuner's objective (tune.objective) may be any of them.
 DIRECTIONS = {
-    **dict.fromkeys(("frechet_distance", "kid", "intra_fd", "intra_fd_worst", "ks",
-                     "wasserstein1", "abs_mean_error", "abs_std_error"), "min"),
+    **dict.fromkeys(("fd_over_recall", "frechet_distance", "kid", "intra_fd", "intra_fd_worst",
+                     "ks", "wasserstein1", "abs_mean_error", "abs_std_error"), "min"),
     **dict.fromkeys(("precision", "recall", "density", "coverage", "classifier_score",
-                     "label_accuracy", "label_accuracy_worst"), "max"),
+                     "label_accuracy", "label_accuracy_worst", "intra_precision",
+                     "intra_recall", "intra_recall_worst"), "max"),
 }
+# Figures made of others, as logged beside a search that ranks by them.
+FORMULAS = {"fd_over_recall": "frechet_distance / max(recall, 0.05); for a conditional generator "
+                              "frechet_distance / max(intra_recall, 0.05), intra_recall the mean "
+                              "over classes of the recall within the class"}
 VECTOR_FIGURES = ("ks", "wasserstein1", "abs_mean_error", "abs_std_error")
-CONDITIONAL_FIGURES = ("label_accuracy", "label_accuracy_worst", "intra_fd", "intra_fd_worst")
+CONDITIONAL_FIGURES = ("label_accuracy", "label_accuracy_worst", "intra_fd", "intra_fd_worst",
+                       "intra_precision", "intra_recall", "intra_recall_worst")
 
 
 def check_objective(name: str, kind: kinds.Kind, conditional: bool) -> None:

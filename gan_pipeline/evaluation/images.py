@@ -6,8 +6,14 @@ Generated samples are compared with the source's reference images (TFDS: the tes
 counts). With classes, the predicted-class histogram shows mode collapse. A conditional
 generator's samples are spread evenly over its classes and also judged by label: the
 ``label_accuracy`` (the classifier agrees with the class asked for; overall, per class and the
-worst class) and the intra-class Frechet distance (per class, against the reference images of
-that class; their mean and the worst class).
+worst class), the intra-class Frechet distance and the intra-class precision and recall (per
+class, against the reference images of that class; their mean and the worst class). Those
+samples are drawn as ``gan-pipeline sample --label L --seed L`` draws them: each class from its
+own noise seed (the evaluation's seed + L), all of one label.
+
+``fd_over_recall``, the search's default objective, is the Frechet distance over the recall
+(``metrics.fd_over_recall``); for a conditional generator over the mean intra-class recall, so
+that one kind of 7 for every 7 asked for does not pay either.
 """
 
 from __future__ import annotations
@@ -50,7 +56,15 @@ class ImageEvaluator:
             raise UserError(f"the generator's classes {classes} are not those of "
                             f"{self.source.label} ({self.source.class_names}); name its data "
                             "with --set data.dataset=... (or --config)")
-        samples, labels = sampling.sample_with_labels(generator, self.n, self.seed)
+        if classes is None:
+            samples, labels = sampling.sample_with_labels(generator, self.n, self.seed)
+        else:  # as `sample --label L --seed L` draws them: a class, its own noise
+            counts = np.bincount(sampling.spread_labels(self.n, len(classes)).reshape(-1),
+                                 minlength=len(classes))
+            drawn = [sampling.sample_with_labels(generator, int(n), self.seed + c, label=c)
+                     for c, n in enumerate(counts) if n]
+            samples = np.concatenate([d[0] for d in drawn])
+            labels = np.concatenate([d[1] for d in drawn])
         return self.evaluate(samples, labels=labels)
 
     def evaluate(self, samples: np.ndarray, manifold: bool = True,
@@ -69,7 +83,7 @@ class ImageEvaluator:
                         "class_max_share": float(hist.max()),
                         "class_histogram": [round(float(h), 5) for h in hist]})
         if labels is not None and self.has_classes:
-            out.update(self.per_class(feats, probs, labels))
+            out.update(self.per_class(feats, probs, labels, manifold))
         if manifold:
             rng = np.random.default_rng(self.seed)
             idx = rng.choice(len(self.real_features), min(len(feats), len(self.real_features)),
@@ -78,10 +92,14 @@ class ImageEvaluator:
             k_pr, k_dc = min(3, len(real) - 1), min(5, len(real) - 1)
             out["precision"], out["recall"] = metrics.precision_recall(real, feats, k=k_pr)
             out["density"], out["coverage"] = metrics.density_coverage(real, feats, k=k_dc)
+            out["fd_over_recall"] = metrics.fd_over_recall(
+                out["frechet_distance"], out.get("intra_recall", out["recall"]))
         return out
 
-    def per_class(self, feats: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> dict:
-        """Label accuracy and intra-class Frechet distance of samples made for ``labels``."""
+    def per_class(self, feats: np.ndarray, probs: np.ndarray, labels: np.ndarray,
+                  manifold: bool = True) -> dict:
+        """Label accuracy, intra-class Frechet distance and (``manifold``) intra-class precision
+        and recall of samples made for ``labels``."""
         names = self.source.class_names
         overall, accuracy = metrics.label_accuracy(probs, labels, len(names))
         fds = metrics.intra_class_frechet(self.real_features, self.source.reference_labels(),
@@ -99,6 +117,20 @@ class ImageEvaluator:
                         "intra_fd_worst": fds[worst_fd],
                         "intra_fd_worst_class": names[worst_fd],
                         "intra_fd_per_class": {names[c]: round(fds[c], 4) for c in measured}})
+        if manifold:
+            pr = metrics.intra_class_precision_recall(
+                self.real_features, self.source.reference_labels(), feats, labels, len(names),
+                seed=self.seed)
+            judged = [c for c in range(len(names)) if pr[c] is not None]
+            if judged:
+                worst = min(judged, key=lambda c: pr[c][1])
+                out.update({
+                    "intra_precision": float(np.mean([pr[c][0] for c in judged])),
+                    "intra_recall": float(np.mean([pr[c][1] for c in judged])),
+                    "intra_recall_worst": pr[worst][1],
+                    "intra_recall_worst_class": names[worst],
+                    "precision_per_class": {names[c]: round(pr[c][0], 4) for c in judged},
+                    "recall_per_class": {names[c]: round(pr[c][1], 4) for c in judged}})
         return out
 
     def collapse(self, figures: dict) -> str | None:

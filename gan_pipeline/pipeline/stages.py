@@ -95,7 +95,7 @@ def run_tune(pipeline, cfg, key: str, upstream: dict):
     resumed = old is not None
     context = (mlflow.start_run(run_id=old.info.run_id) if resumed else
                pipeline.start("tune", key))
-    objective = cfg.tune.objective or pipeline.source.objective
+    objective = cfg.tune.objective or pipeline.source.search_objective
     with context as run:
         project = run.data.tags.get("tuner_project") or f"{key[:12]}-{run.info.run_id[:8]}"
         if not resumed:
@@ -105,6 +105,8 @@ def run_tune(pipeline, cfg, key: str, upstream: dict):
                                "adopt": cfg.tune.adopt,
                                "prepare_run_id": upstream.get("prepare")})
             mlflow.log_dict(cfg.tune.space, "search_space.json")
+            if objective in evaluation.FORMULAS:
+                mlflow.set_tag("objective_formula", evaluation.FORMULAS[objective])
         result = tuning.search(cfg, directory, project, run.info.run_id, source=pipeline.source)
         mlflow.log_dict(result, "best_hyperparameters.json")
         mlflow.log_params({f"best.{k}": v for k, v in result["values"].items()})
@@ -164,7 +166,8 @@ def run_train(pipeline, cfg, key: str, upstream: dict):
 
 
 HEADLINE_EXTRAS = ("precision", "recall", "class_min_share", "class_max_share", "abs_mean_error",
-                   "abs_std_error", "label_accuracy", "label_accuracy_worst", "intra_fd")
+                   "abs_std_error", "label_accuracy", "label_accuracy_worst", "intra_fd",
+                   "intra_recall", "intra_recall_worst", "fd_over_recall")
 
 
 def run_evaluate(pipeline, cfg, key: str, upstream: dict):
