@@ -39,7 +39,6 @@ class Family:
     # Trained conditionally, saved unconditional: the saved generator draws its class from
     # its noise (``kinds.class_mixture``), so it samples without labels, every class by its share.
     mixes_classes: bool = False
-    unlabelled: str = ""  # the family to name instead on data without labels (error messages)
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # string hyperparameters
 
     def fields(self):

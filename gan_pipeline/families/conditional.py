@@ -106,12 +106,12 @@ FAMILIES = (
                    "(or concat) D"),
     Family("labelled_dcgan", build_cdcgan, {**dcgan.DEFAULTS, **CONDITIONING},
            choices=DCGAN_CHOICES,
-           conditional=True, mixes_classes=True, unlabelled="dcgan",
+           conditional=True, mixes_classes=True,
            summary="cdcgan trained on the labels, saved unconditional: G draws the class from "
                    "its noise"),
     Family("labelled_mlp", build_cmlp, {**mlp.DEFAULTS, "batch_norm": True, **CONDITIONING},
            choices=CHOICES,
-           conditional=True, mixes_classes=True, unlabelled="mlp_bn",
+           conditional=True, mixes_classes=True,
            summary="cmlp with BatchNorm in G (as mlp_bn) trained on the labels, saved "
                    "unconditional: G draws the class from "
                    "its noise"),
