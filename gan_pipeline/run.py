@@ -101,11 +101,13 @@ def _params(cfg, gan: GAN, source, strategy, steps: int) -> dict:
 
 def train(cfg, verbose: int | str = 1, resume: bool = False, resume_command: str = "",
           parent_run_id: str | None = None, tags: dict | None = None,
-          source: data.DataSource | None = None) -> Result:
+          source: data.DataSource | None = None, start_from: dict | None = None) -> Result:
     """Train the GAN ``cfg`` describes into one MLflow run; returns the run id and history.
 
     ``source`` is the opened training data (opened here when not given); ``parent_run_id``
-    nests the run (the pipeline's train stage); ``tags`` are set on it. One process at a time
+    nests the run (the pipeline's train stage); ``tags`` are set on it. ``start_from`` (a
+    search's ``continue``: the best trial's checkpoint folder) starts a new run from that
+    trial's weights, optimizer state and epoch instead of from scratch. One process at a time
     trains into a checkpoint folder.
     """
     chief = distribute.is_chief()
@@ -122,7 +124,7 @@ def train(cfg, verbose: int | str = 1, resume: bool = False, resume_command: str
     if chief:
         with checkpoints.exclusive(directory):
             return _train(cfg, source, directory, directory, verbose, resume, resume_command,
-                          parent_run_id, tags)
+                          parent_run_id, tags, start_from=start_from)
     # Another worker of a multi-worker run: the same steps on its part of each batch, but the
     # chief alone evaluates and records. It resumes from the chief's checkpoint folder (shared,
     # as TensorFlow's multi-worker guide has it), writes its own checkpoints (every worker
@@ -188,14 +190,31 @@ def _mark_stale(run_id: str) -> None:
               flush=True)
 
 
+def _trial_state(cfg, start_from: dict | None) -> dict | None:
+    """The checkpoint state of the search trial a new run continues (None: none to continue)."""
+    if not start_from:
+        return None
+    folder = Path(start_from["folder"])
+    try:
+        state = checkpoints.read_state(folder)
+    except UserError:
+        state = None
+    if state is None or state["epoch"] > cfg.epochs:
+        print(f"note: trial {start_from['trial_id']}'s checkpoint is not in {folder}; "
+              "training its settings from the start", flush=True)
+        return None
+    return {**state, "folder": folder}
+
+
 def _train(cfg, source, directory, write_directory, verbose, resume, resume_command,
-           parent_run_id, tags, checked=None) -> Result:
+           parent_run_id, tags, checked=None, start_from=None) -> Result:
     """The run of ``cfg``, resumed from ``directory``, checkpointed into ``write_directory``.
     ``checked`` is the user's config when ``cfg`` is a non-chief worker's private copy: the
     resume rules are checked on it, and the MLflow store is the chief's to check."""
     chief = checked is None
     tracking.configure(cfg.tracking.uri)
     state, resume_changes = _resume_state(checked or cfg, directory, resume, chief)
+    trial = None if state else _trial_state(cfg, start_from)
     if chief and state and _run_status(state["run_id"]) is None:
         raise UserError(f"the checkpoint in {directory} belongs to MLflow run "
                         f"{state['run_id']}, which is not in "
@@ -207,6 +226,8 @@ def _train(cfg, source, directory, write_directory, verbose, resume, resume_comm
         gan = gan_for(cfg, source, total_batches=cfg.epochs * steps)
         if state:  # (the optimizers' slots are made here: under the strategy)
             checkpoints.restore(directory, gan, state)
+        elif trial:  # the search's best trial: this run's first epochs
+            checkpoints.restore(trial["folder"], gan, trial)
     if state:
         if cfg.train.lr_schedule == "constant":
             # The checkpoint brings the optimizers' old learning rates; the config's win
@@ -214,10 +235,11 @@ def _train(cfg, source, directory, write_directory, verbose, resume, resume_comm
             # it is rebuilt from the config and continues from the restored step counts.
             gan.d_optimizer.learning_rate.assign(cfg.train.d_learning_rate)
             gan.g_optimizer.learning_rate.assign(cfg.train.g_learning_rate)
-    start_epoch = min(state["epoch"], cfg.epochs) if state else 0
+    begun = state or trial
+    start_epoch = min(begun["epoch"], cfg.epochs) if begun else 0
     evaluator = (source.evaluator(cfg.eval.n_samples, cfg.seed, cfg.eval.collapse_max_share)
                  if cfg.eval.every_epochs else None)
-    record = RunRecord(completed=start_epoch, train_seconds=state["train_seconds"] if state else 0)
+    record = RunRecord(completed=start_epoch, train_seconds=begun["train_seconds"] if begun else 0)
     fit = Fit(gan, source, cfg, record, evaluator, every=cfg.eval.every_epochs,
               stop_on_collapse=cfg.eval.stop_on_collapse)
     classifier = getattr(evaluator, "classifier", None)
@@ -233,7 +255,9 @@ def _train(cfg, source, directory, write_directory, verbose, resume, resume_comm
             print(f"MLflow run {run.info.run_id} (experiment {experiment!r}, "
                   f"{tracking.redact(mlflow.get_tracking_uri())})"
                   + (f", resumed after epoch {start_epoch}" if state else "")
-                  + (f", step {state['step']}" if state and state.get("step") else ""),
+                  + (f", step {state['step']}" if state and state.get("step") else "")
+                  + (f", continuing search trial {start_from['trial_id']} after epoch "
+                     f"{start_epoch} (its weights and optimizer state)" if trial else ""),
                   flush=True)
         else:
             print(f"note: worker {distribute.task_index()} of a multi-worker run; the chief "
@@ -244,7 +268,12 @@ def _train(cfg, source, directory, write_directory, verbose, resume, resume_comm
             if resume_changes:  # params are write-once in MLflow; record what a resume changed
                 mlflow.set_tag(f"resumed_at_epoch_{start_epoch}", json.dumps(resume_changes))
         elif chief:
-            mlflow.log_params(_params(cfg, gan, source, strategy, steps))
+            params = _params(cfg, gan, source, strategy, steps)
+            if trial:  # this run's first epochs are the trial's (its metrics: the trial run)
+                params["resolved.continued_from_epoch"] = start_epoch
+                mlflow.set_tags({"continued_from_trial": str(start_from["trial_id"]),
+                                 "continued_from_run": trial["run_id"]})
+            mlflow.log_params(params)
             if classifier_run:
                 mlflow.set_tag("evaluation_classifier_run", classifier_run)
         checkpointer = Checkpointer(record, write_directory,

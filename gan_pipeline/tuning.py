@@ -13,9 +13,12 @@ evaluation's figure for the generator it ends with (measured every epoch for the
 default the Frechet distance for images, the KS statistic for 1-D, both minimised;
 ``tune.objective`` picks another (label_accuracy, maximised, ...). Every trial is a nested MLflow
 run (hyperparameters, curves, sample grids, objective). Short trials favour settings that learn
-fast and lose over the full run: a file whose trials can be as long as its run (the 1-D file)
-searches on the full horizon; one whose settings were measured to beat the search's picks says
-so with ``tune.adopt = "file"``.
+fast and lose over the full run. So a trial whose epochs are the train run's own (``tune.steps_per_epoch``
+0 or equal to train's, ``tune.epochs`` at most ``epochs``) trains the first epochs of that run,
+on its learning-rate horizon and data order, and leaves a checkpoint (``<project>/trials/<id>``):
+with ``tune.adopt = "best"`` the train stage continues the best trial from there to the full
+length (the search's last rung is the train run; nothing is trained twice). ``tune.adopt =
+"file"`` keeps the file's settings and records the search beside them.
 Trials that diverge (non-finite loss) or collapse (one class takes over) stop at once and are
 marked FAILED, in Keras Tuner and in MLflow.
 
@@ -36,7 +39,7 @@ import keras
 import keras_tuner as kt
 import mlflow
 
-from gan_pipeline import checkpoints, data, evaluation
+from gan_pipeline import checkpoints, data, evaluation, tracking
 from gan_pipeline.callbacks import RunRecord, TunerObjective
 from gan_pipeline.errors import UserError
 from gan_pipeline.factory import gan_for
@@ -114,10 +117,11 @@ class GANHyperModel(kt.HyperModel):
     """Builds the GAN a trial's hyperparameters describe and trains it under MLflow, on the
     data source opened once for the whole search."""
 
-    def __init__(self, cfg, source, evaluator, parent_run_id: str):
+    def __init__(self, cfg, source, evaluator, parent_run_id: str, folder: Path | None = None):
         super().__init__(name=cfg.name)
         self.cfg, self.source, self.evaluator = cfg, source, evaluator
         self.parent_run_id = parent_run_id
+        self.folder = folder  # the Keras Tuner project: trial checkpoints go to its trials/
         self.space = cfg.tune.space
         self.objective = cfg.tune.objective or source.search_objective
         self.direction = evaluation.DIRECTIONS[self.objective]
@@ -127,6 +131,10 @@ class GANHyperModel(kt.HyperModel):
         """Batches in a trial epoch: ``tune.steps_per_epoch``, else ``train``'s, else one pass."""
         return steps_per_epoch(cfg, self.source, fixed=cfg.tune.steps_per_epoch)
 
+    def continuable(self, cfg) -> bool:
+        """Whether a trial of ``cfg`` is the first epochs of its train run (``continuable``)."""
+        return continuable(cfg, self.source)
+
     def trial_config(self, hp: kt.HyperParameters):
         declare(hp, self.space, file_values(self.cfg, self.space))
         return self.cfg.replace(chosen(hp, self.space))
@@ -134,10 +142,11 @@ class GANHyperModel(kt.HyperModel):
     def build(self, hp):
         cfg = self.trial_config(hp)
         keras.utils.set_random_seed(cfg.seed)
-        # A learning-rate schedule spans the longest trial (Hyperband's shorter rungs stop
-        # partway through its decay, as their continuation would).
-        gan = gan_for(cfg, self.source,
-                      total_batches=cfg.tune.epochs * self.steps_per_epoch(cfg))
+        # A learning-rate schedule spans the train run a trial begins (continuable trials), else
+        # the longest trial (Hyperband's shorter rungs stop partway through its decay, as their
+        # continuation would).
+        epochs = cfg.epochs if self.continuable(cfg) else cfg.tune.epochs
+        gan = gan_for(cfg, self.source, total_batches=epochs * self.steps_per_epoch(cfg))
         # Built optimizers have variables, so a trial Hyperband continues gets back its Adam
         # moments and step counts with the weights (unbuilt ones would be skipped on load).
         gan.d_optimizer.build(gan.discriminator.trainable_variables)
@@ -175,8 +184,27 @@ class GANHyperModel(kt.HyperModel):
             mlflow.log_metric("objective", final)
             mlflow.set_tags({"trial_outcome": "completed", "objective": self.objective})
             print(f"trial {trial_id}: {self.objective} {final:.4g}", flush=True)
+            if self.folder is not None and self.continuable(cfg):
+                # What train continues when this trial is the best (tune.adopt = "best")
+                checkpoints.save(trial_folder(self.folder, trial_id), model, {
+                    "run_id": run.info.run_id, "epoch": epochs,
+                    "train_seconds": record.train_seconds,
+                    "config": tracking.redacted_config(cfg.to_dict())})
         # Keras Tuner scores a History by its best epoch; the trial's score is its last
         return {self.objective: final}
+
+
+def continuable(cfg, source) -> bool:
+    """Whether the trials of ``cfg``'s search are the first epochs of its train run: epochs of
+    the same batches (``tune.steps_per_epoch`` 0 or train's), no more of them than the run has.
+    Their checkpoints are then what the train stage continues (``tune.adopt = "best"``)."""
+    return (steps_per_epoch(cfg, source, fixed=cfg.tune.steps_per_epoch)
+            == steps_per_epoch(cfg, source) and cfg.tune.epochs <= cfg.epochs)
+
+
+def trial_folder(project: Path, trial_id: str) -> Path:
+    """The checkpoint folder of a trial of the Keras Tuner project ``project``."""
+    return Path(project) / "trials" / str(trial_id)
 
 
 class _GANTunerMixin:
@@ -230,7 +258,8 @@ def search(cfg, directory: Path, project: str, parent_run_id: str, worker: bool 
                         ".model) ranges in the pipeline file, or drop 'tune' from stages")
     source = source if source is not None else data.open_source(cfg)
     evaluator = source.evaluator(cfg.tune.n_samples, cfg.seed, cfg.eval.collapse_max_share)
-    hypermodel = GANHyperModel(cfg, source, evaluator, parent_run_id)
+    hypermodel = GANHyperModel(cfg, source, evaluator, parent_run_id,
+                               folder=Path(directory) / project)
     # One search writes its project at a time (the workers of a distributed search are part
     # of the chief's, which holds it).
     holding = (contextlib.nullcontext() if worker
@@ -244,11 +273,13 @@ def search(cfg, directory: Path, project: str, parent_run_id: str, worker: bool 
                 raise
             print(f"search stopped: {cfg.tune.max_failed_trials} trials in a row failed "
                   "(tune.max_failed_trials)", flush=True)
-        return None if worker else summary(tuner, cfg, hypermodel.objective)
+        return None if worker else summary(tuner, cfg, hypermodel.objective,
+                                           Path(directory) / project)
 
 
-def summary(tuner, cfg, objective: str) -> dict:
-    """What the search found: the best trial's settings and every trial's outcome."""
+def summary(tuner, cfg, objective: str, project: Path | None = None) -> dict:
+    """What the search found: the best trial's settings, every trial's outcome, and
+    (``continue``) the best trial's checkpoint when train can continue it."""
     trials = []
     for trial in tuner.oracle.trials.values():
         trials.append({"trial_id": trial.trial_id, "status": str(trial.status),
@@ -268,7 +299,20 @@ def summary(tuner, cfg, objective: str) -> dict:
             "file_values": own,
             "file_objective": None if file_trial is None else float(file_trial.score),
             "file_trial": None if file_trial is None else file_trial.trial_id,
-            "trials": trials}
+            "continue": _continuation(project, best[0].trial_id), "trials": trials}
+
+
+def _continuation(project: Path | None, trial_id: str) -> dict | None:
+    """The checkpoint the best trial left (None: it left none, e.g. its trials were not the
+    train run's first epochs, or a worker of a distributed search on another machine ran it)."""
+    if project is None:
+        return None
+    folder = trial_folder(project, trial_id)
+    state = checkpoints.read_state(folder)
+    if state is None:
+        return None
+    return {"trial_id": trial_id, "folder": str(folder.resolve()), "epochs": state["epoch"],
+            "trial_run_id": state["run_id"]}
 
 
 def _same(values: dict, other: dict) -> bool:

@@ -82,6 +82,11 @@ class PipelineRunTest(tf.test.TestCase):
             for key, value in best["values"].items():
                 self.assertAlmostEqual(float(train_params[key]), value, places=10)
             self.assertNotIn("tune.tuner", train_params)
+            # its trials' 40-batch epochs are not its 10-batch ones: the pick trained from the start
+            self.assertIsNone(best["continue"])
+            self.assertNotIn("continued_from_run", runs["train"].data.tags)
+            self.assertEqual([m.step for m in client.get_metric_history(
+                first["train"].run_id, "d_loss")], [1, 2])
             train_run = client.get_run(first["train"].run_id)
             self.assertIn("quality/ks", train_run.data.metrics)
             self.assertEqual(train_run.data.metrics["quality/ks"],
@@ -168,6 +173,50 @@ class PipelineRunTest(tf.test.TestCase):
             self.assertNotEqual(again["tune"].run_id, first["tune"].run_id)
             self.assertEqual((again["train"].status, again["train"].run_id),
                              ("reused", first["train"].run_id))
+
+    def test_adopt_best_continues_the_best_trial_instead_of_training_again(self):
+        with TempWorkdir() as work:
+            # trials of the train run's own epochs (10 batches) are its first epochs
+            first = Pipeline(tiny_1d("tune.steps_per_epoch=0", "tune.epochs=1", "epochs=3"),
+                             verbose=0).run()
+            client = mlflow.MlflowClient(work.uri)
+            best = mlflow.artifacts.load_dict(
+                f"runs:/{first['tune'].run_id}/best_hyperparameters.json")
+            go_on = best["continue"]
+            self.assertEqual(go_on["epochs"], 1)
+            trial = client.get_run(go_on["trial_run_id"])
+            self.assertEqual(trial.data.tags["mlflow.parentRunId"], first["tune"].run_id)
+            self.assertAlmostEqual(trial.data.metrics["objective"], best["objective"], places=6)
+            train = client.get_run(first["train"].run_id)
+            self.assertEqual(train.data.tags["continued_from_run"], go_on["trial_run_id"])
+            self.assertEqual(train.data.params["resolved.continued_from_epoch"], "1")
+            # the run trained epochs 2 and 3 only, continuing the trial's optimizer steps
+            history = client.get_metric_history(train.info.run_id, "d_loss")
+            self.assertEqual([m.step for m in history], [2, 3])
+            self.assertIn("quality/ks", client.get_run(train.info.run_id).data.metrics)
+
+    def test_a_search_of_whole_runs_is_not_trained_again(self):
+        with TempWorkdir():
+            from gan_pipeline import checkpoints, data, sampling
+            from gan_pipeline.factory import gan_for
+
+            cfg = tiny_1d("tune.steps_per_epoch=0", "tune.epochs=2", "epochs=2")
+            first = Pipeline(cfg, verbose=0).run()
+            best = mlflow.artifacts.load_dict(
+                f"runs:/{first['tune'].run_id}/best_hyperparameters.json")
+            go_on = best["continue"]
+            self.assertEqual(go_on["epochs"], 2)
+            # the served generator is the best trial's, as its checkpoint holds it
+            tuned = cfg.replace(best["values"])
+            source = data.open_source(tuned)
+            gan = gan_for(tuned, source, total_batches=20)
+            folder = Path(go_on["folder"])
+            checkpoints.restore(folder, gan, checkpoints.read_state(folder))
+            served = sampling.load_generator(first["train"].run_id)
+            z = tf.random.stateless_normal((64, *served.inputs[0].shape[1:]), seed=(1, 2))
+            self.assertAllClose(served(z), gan.exported(z), atol=1e-5)
+            self.assertEqual(mlflow.MlflowClient().get_metric_history(
+                first["train"].run_id, "d_loss"), [])
 
     def test_without_tune_train_uses_the_file_settings(self):
         with TempWorkdir() as work:

@@ -134,7 +134,14 @@ def _adoption(cfg, result: dict) -> str:
     if cfg.tune.adopt == "file":
         return (f"{found}. train keeps the file's settings (tune.adopt = 'file': the file "
                 "says why; its trials are in this run for comparison)")
-    return f"{found}. train takes the best trial's settings (tune.adopt = 'best')"
+    go_on = result.get("continue")
+    if go_on:
+        left = cfg.epochs - go_on["epochs"]
+        return (f"{found}. train continues trial {go_on['trial_id']} after its {go_on['epochs']} "
+                f"epoch(s), its weights and optimizer state, for the {left} left of {cfg.epochs} "
+                "(tune.adopt = 'best')")
+    return (f"{found}. train takes the best trial's settings and trains them from the start "
+            "(tune.adopt = 'best'; its trials were not the train run's first epochs)")
 
 
 def run_train(pipeline, cfg, key: str, upstream: dict):
@@ -158,8 +165,15 @@ def run_train(pipeline, cfg, key: str, upstream: dict):
             resume = False
     tags = {**pipeline.tags("train", key),
             **{f"{s}_run_id": rid for s, rid in upstream.items() if rid}}
+    # tune.adopt = "best" (train reads the tune run): the best trial, when it was this run's
+    # first epochs, is continued rather than trained again
+    start_from = None
+    if upstream.get("tune"):
+        best = mlflow.artifacts.load_dict(f"runs:/{upstream['tune']}/best_hyperparameters.json")
+        start_from = best.get("continue")
     result = train(cfg, verbose=pipeline.verbose, resume=resume, parent_run_id=pipeline.parent_id,
-                   tags=tags, resume_command=pipeline.command, source=pipeline.source)
+                   tags=tags, resume_command=pipeline.command, source=pipeline.source,
+                   start_from=start_from)
     name = f"eval/{pipeline.source.objective}"
     last = {name: result.history[name][-1]} if result.history.get(name) else {}
     return result.run_id, "resumed" if resume else "ran", last
