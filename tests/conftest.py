@@ -1,6 +1,7 @@
 """Shared test set-up: quiet TensorFlow, a cache of evaluation classifiers kept between runs,
 and where the real (offline) TFDS data lives."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -11,15 +12,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
+_HOLD = None  # this run's shared lock on the cache, held until the process ends
+
+
 def _test_cache() -> str:
     """The tests' own cache (never the user's: tests train classifiers on mocked images).
 
     Kept between runs, so the real-MNIST classifier (keyed as always by dataset, version and
-    data folder) trains once, not every run. Decoded image folders, entries whose data folder no
-    longer exists (the temporary folders of earlier runs) and entries older than two weeks are
-    dropped here."""
+    data folder) trains once, not every run. Entries are written atomically (write, then
+    rename), so runs at the same time can share it; each holds a shared lock on it while it runs.
+    Only a run that finds no other one holding it tidies it up: decoded image folders, entries
+    whose data folder no longer exists (the temporary folders of earlier runs) and entries older
+    than two weeks are dropped."""
+    global _HOLD
     root = Path(os.environ.get("GAN_PIPELINE_TEST_CACHE")
                 or Path.home() / ".cache" / "gan-pipeline-tests")
+    root.mkdir(parents=True, exist_ok=True)
+    _HOLD = open(root / ".lock", "a")
+    try:
+        fcntl.flock(_HOLD, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # another test run is using the cache: leave it as it is
+        fcntl.flock(_HOLD, fcntl.LOCK_SH)
+        return str(root)
     shutil.rmtree(root / "folders", ignore_errors=True)
     for meta in (root / "classifiers").glob("*.json"):
         try:
@@ -30,6 +44,7 @@ def _test_cache() -> str:
         if stale or not data_dir or not Path(data_dir).exists():
             meta.unlink(missing_ok=True)
             meta.with_suffix(".keras").unlink(missing_ok=True)
+    fcntl.flock(_HOLD, fcntl.LOCK_SH)  # tidied: now share it with any run that starts
     return str(root)
 
 
