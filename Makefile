@@ -23,6 +23,11 @@ SERVE_PORT ?= 5001
 MODEL    ?=
 BIN      := $(VENV)/bin
 
+# MLflow's usage telemetry (on by default since MLflow 3.2) stays off: these machines are often
+# offline, where it has been reported to hang. `make ... MLFLOW_DISABLE_TELEMETRY=false` turns it on.
+MLFLOW_DISABLE_TELEMETRY ?= true
+export MLFLOW_DISABLE_TELEMETRY
+
 # Use the prepared datasets next to the checkout when present (offline machines), unless the
 # caller already chose a TFDS_DATA_DIR.
 SHARED_TFDS := $(abspath ../shared/data/tfds)
