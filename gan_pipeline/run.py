@@ -203,7 +203,25 @@ def _trial_state(cfg, start_from: dict | None) -> dict | None:
         print(f"note: trial {start_from['trial_id']}'s checkpoint is not in {folder}; "
               "training its settings from the start", flush=True)
         return None
+    differ = _trial_differences(state["config"], cfg)
+    if differ:
+        print(f"note: trial {start_from['trial_id']} trained other settings ({', '.join(differ)}); "
+              "training the search's pick from the start", flush=True)
+        return None
     return {**state, "folder": folder}
+
+
+def _trial_differences(saved: dict, cfg) -> list[str]:
+    """The settings in which a trial's run differs from ``cfg`` and that would make continuing
+    it a different run: any but eval.* and tracking.* (epochs, too, under a learning-rate
+    schedule, which spans the run)."""
+    free = ("eval.", "tracking.", "name") + (("epochs",) if cfg.train.lr_schedule == "constant"
+                                             else ())
+    old = config.flatten({k: v for k, v in tracking.redacted_config(saved).items()
+                          if k not in config.schema.PIPELINE_ONLY})
+    new = config.flatten(tracking.redacted_config(cfg.training_part()))
+    return sorted(k for k in set(old) | set(new)
+                  if old.get(k) != new.get(k) and not k.startswith(free))
 
 
 def _train(cfg, source, directory, write_directory, verbose, resume, resume_command,

@@ -32,6 +32,12 @@ def tiny_1d(*extra):
     return config.load(REPO / "pipelines/gaussian_1d.toml", TINY_1D + list(extra))
 
 
+def in_process(cfg) -> Pipeline:
+    """A pipeline whose stages run in this process: these tests are about what the stages do
+    (StageProcessTest covers the stages' own processes, what `gan-pipeline run` uses)."""
+    return Pipeline(cfg, verbose=0, isolate_stages=False)
+
+
 def children(client, experiment_id, parent_id):
     return client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
 
@@ -40,7 +46,7 @@ def children(client, experiment_id, parent_id):
 class PipelineRunTest(tf.test.TestCase):
     def test_stages_trials_registration_and_reuse(self):
         with TempWorkdir() as work:
-            first = Pipeline(tiny_1d(), verbose=0).run()
+            first = in_process(tiny_1d()).run()
             client = mlflow.MlflowClient(work.uri)
             self.assertEqual(list(first), ["prepare", "tune", "train", "evaluate", "register"])
             self.assertTrue(all(r.status == "ran" for r in first.values()))
@@ -98,7 +104,7 @@ class PipelineRunTest(tf.test.TestCase):
             self.assertEqual(holder.run_id, first["train"].run_id)
 
             # a second run reuses every stage: same run ids, no new stage runs, no new version
-            second = Pipeline(tiny_1d(), verbose=0).run()
+            second = in_process(tiny_1d()).run()
             self.assertEqual({s: r.status for s, r in second.items()},
                              {s: "reused" for s in first})
             self.assertEqual({s: r.run_id for s, r in second.items()},
@@ -109,7 +115,7 @@ class PipelineRunTest(tf.test.TestCase):
             self.assertEqual(len(parents), 2)
 
             # --force train recomputes train and what follows, and reuses the rest
-            third = Pipeline(tiny_1d(), verbose=0).run(force="train")
+            third = in_process(tiny_1d()).run(force="train")
             self.assertEqual({s: r.status for s, r in third.items()},
                              {"prepare": "reused", "tune": "reused", "train": "ran",
                               "evaluate": "ran", "register": "ran"})
@@ -117,14 +123,14 @@ class PipelineRunTest(tf.test.TestCase):
             self.assertEqual(len(client.search_model_versions("name = 'gaussian_1d'")), 2)
 
             # --force tune searches again, in a new Keras Tuner project, with new trials
-            tuned = Pipeline(tiny_1d(), verbose=0).run(only="tune", force="tune")
+            tuned = in_process(tiny_1d()).run(only="tune", force="tune")
             self.assertEqual(tuned["tune"].status, "ran")
             self.assertNotEqual(tuned["tune"].run_id, first["tune"].run_id)
             self.assertEqual(len(children(client, runs["tune"].info.experiment_id,
                                           tuned["tune"].run_id)), 2)
 
             # a changed training setting makes train stale but keeps prepare and tune
-            fourth = Pipeline(tiny_1d("epochs=3"), verbose=0).run(only="train")
+            fourth = in_process(tiny_1d("epochs=3")).run(only="train")
             self.assertEqual({s: r.status for s, r in fourth.items()},
                              {"prepare": "reused", "tune": "reused", "train": "ran"})
             self.assertEqual(fourth["tune"].run_id, tuned["tune"].run_id, "the newest search")
@@ -134,16 +140,16 @@ class PipelineRunTest(tf.test.TestCase):
             from gan_pipeline.errors import UserError
 
             with self.assertRaisesRegex(UserError, "stage 'prepare' has no finished run.*--only"):
-                Pipeline(tiny_1d(), verbose=0).run(only="train")
+                in_process(tiny_1d()).run(only="train")
             with self.assertRaisesRegex(UserError, "--only 'trian' is not one of"):
-                Pipeline(tiny_1d(), verbose=0).run(only="trian")
+                in_process(tiny_1d()).run(only="trian")
 
     def test_adopt_file_searches_for_the_record_and_trains_the_file_settings(self):
         with TempWorkdir() as work:
             # the file's rates lie inside the space: its own settings are the first trial
             own = ["train.d_learning_rate=5e-3", "train.g_learning_rate=4e-3",
                    "tune.max_trials=3"]
-            first = Pipeline(tiny_1d(*own, "tune.adopt=file"), verbose=0).run()
+            first = in_process(tiny_1d(*own, "tune.adopt=file")).run()
             client = mlflow.MlflowClient(work.uri)
             tune = client.get_run(first["tune"].run_id)
             result = mlflow.artifacts.load_dict(
@@ -166,9 +172,9 @@ class PipelineRunTest(tf.test.TestCase):
             self.assertEqual(float(params["train.d_learning_rate"]), 5e-3)
             self.assertEqual(float(params["train.g_learning_rate"]), 4e-3)
             # and does not read the search: a new search leaves the trained run standing
-            searched = Pipeline(tiny_1d(*own, "tune.adopt=file"), verbose=0).run(
+            searched = in_process(tiny_1d(*own, "tune.adopt=file")).run(
                 only="tune", force="tune")
-            again = Pipeline(tiny_1d(*own, "tune.adopt=file"), verbose=0).run()
+            again = in_process(tiny_1d(*own, "tune.adopt=file")).run()
             self.assertEqual(again["tune"].run_id, searched["tune"].run_id)
             self.assertNotEqual(again["tune"].run_id, first["tune"].run_id)
             self.assertEqual((again["train"].status, again["train"].run_id),
@@ -177,8 +183,8 @@ class PipelineRunTest(tf.test.TestCase):
     def test_adopt_best_continues_the_best_trial_instead_of_training_again(self):
         with TempWorkdir() as work:
             # trials of the train run's own epochs (10 batches) are its first epochs
-            first = Pipeline(tiny_1d("tune.steps_per_epoch=0", "tune.epochs=1", "epochs=3"),
-                             verbose=0).run()
+            first = in_process(tiny_1d("tune.steps_per_epoch=0", "tune.epochs=1",
+                                       "epochs=3")).run()
             client = mlflow.MlflowClient(work.uri)
             best = mlflow.artifacts.load_dict(
                 f"runs:/{first['tune'].run_id}/best_hyperparameters.json")
@@ -201,7 +207,7 @@ class PipelineRunTest(tf.test.TestCase):
             from gan_pipeline.factory import gan_for
 
             cfg = tiny_1d("tune.steps_per_epoch=0", "tune.epochs=2", "epochs=2")
-            first = Pipeline(cfg, verbose=0).run()
+            first = in_process(cfg).run()
             best = mlflow.artifacts.load_dict(
                 f"runs:/{first['tune'].run_id}/best_hyperparameters.json")
             go_on = best["continue"]
@@ -221,7 +227,7 @@ class PipelineRunTest(tf.test.TestCase):
     def test_without_tune_train_uses_the_file_settings(self):
         with TempWorkdir() as work:
             cfg = tiny_1d("stages=['prepare', 'train', 'evaluate']", "train.g_learning_rate=3e-4")
-            results = Pipeline(cfg, verbose=0).run()
+            results = in_process(cfg).run()
             self.assertEqual(list(results), ["prepare", "train", "evaluate"])
             params = mlflow.MlflowClient(work.uri).get_run(results["train"].run_id).data.params
             self.assertEqual(float(params["train.g_learning_rate"]), 3e-4)
@@ -505,7 +511,7 @@ class PipelineErrorsTest(tf.test.TestCase):
         with TempWorkdir() as work:
             cfg = tiny_1d().replace({"tune.space": {}})
             with self.assertRaisesRegex(UserError, r"tune stage needs a search space.*stages"):
-                Pipeline(cfg, verbose=0).run()
+                in_process(cfg).run()
             self.assertFalse((work.path / "mlflow.db").exists() and mlflow.MlflowClient(
                 work.uri).search_runs([e.experiment_id for e in mlflow.MlflowClient(
                     work.uri).search_experiments()]))
