@@ -235,7 +235,8 @@ class FolderTrainingTest(tf.test.TestCase):
                     "tune.steps_per_epoch=2", "tune.tuner=random", "tracking.grid_size=4",
                     "model.name=dcgan", *[f"model.{k}={v}" for k, v in TINY["dcgan"].items()]]
             cfg = config.load(REPO / "pipelines/mnist_dcgan.toml", sets)
-            results = Pipeline(cfg, verbose=0).run()
+            # (stages in this process: their own processes are tests/test_pipeline.py's concern)
+            results = Pipeline(cfg, verbose=0, isolate_stages=False).run()
             self.assertEqual([r.status for r in results.values()], ["ran"] * 5)
             profile = mlflow.artifacts.load_dict(
                 f"runs:/{results['prepare'].run_id}/dataset.json")
@@ -247,5 +248,5 @@ class FolderTrainingTest(tf.test.TestCase):
             # a new image in the folder makes the data stages stale
             write_image(root / "extra.png", np.random.default_rng(9))
             again = Pipeline(config.load(REPO / "pipelines/mnist_dcgan.toml", sets),
-                             verbose=0).run(only="prepare")
+                             verbose=0, isolate_stages=False).run(only="prepare")
             self.assertEqual(again["prepare"].status, "ran")
