@@ -9,7 +9,7 @@
 #   make bench                                      training-step benchmark vs the tutorial loops
 #   make ui                                         MLflow UI on http://127.0.0.1:5000
 #   make server                                     MLflow tracking server on http://127.0.0.1:5000
-#                                                   (HOST=, PORT=; a team setup: docs/scale.md)
+#                                                   (HOST=, PORT=; AUTH=1 for a login: docs/scale.md)
 #   make serve MODEL=models:/mnist_dcgan@champion   serve a generator: POST z to
 #                                                   http://127.0.0.1:5001/invocations
 
@@ -21,6 +21,7 @@ HOST     ?= 127.0.0.1
 PORT     ?= 5000
 SERVE_PORT ?= 5001
 MODEL    ?=
+AUTH     ?=
 BIN      := $(VENV)/bin
 
 # MLflow's usage telemetry (on by default since MLflow 3.2) stays off: these machines are often
@@ -44,7 +45,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,auth]'
 	@touch $@
 
 pipeline: install
@@ -69,11 +70,12 @@ ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(HOST) --port $(PORT)
 
 # The repo's SQLite store and artifact folder behind a tracking server: clients set
-# MLFLOW_TRACKING_URI=http://HOST:PORT and send artifacts through it. It has no login: keep it on
-# 127.0.0.1, or put it behind authentication before exposing it (docs/scale.md).
+# MLFLOW_TRACKING_URI=http://HOST:PORT and send artifacts through it. Plain, it has no login: keep
+# it on 127.0.0.1. AUTH=1 puts MLflow's basic auth in front: the admin comes from
+# MLFLOW_AUTH_ADMIN_USERNAME (default admin) / MLFLOW_AUTH_ADMIN_PASSWORD, clients log in with
+# MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (docs/scale.md).
 server: install
-	$(BIN)/mlflow server --backend-store-uri sqlite:///mlflow.db --artifacts-destination ./mlruns \
-		--host $(HOST) --port $(PORT)
+	$(BIN)/gan-pipeline server --store . --host $(HOST) --port $(PORT) $(if $(filter 1,$(AUTH)),--auth)
 
 # Any model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/generator), looked up
 # in $MLFLOW_TRACKING_URI (default: the repo's mlflow.db), served in this project's environment

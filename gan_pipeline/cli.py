@@ -1,4 +1,4 @@
-"""The ``gan-pipeline`` command: ``run``, ``train``, ``sample`` and ``evaluate``.
+"""The ``gan-pipeline`` command: ``run``, ``train``, ``sample``, ``evaluate`` and ``server``.
 
 Mistakes a user can fix (bad config, unknown names, missing data or models) print one
 ``gan-pipeline: error: ...`` line and exit with status 2. The package is imported inside each
@@ -9,6 +9,7 @@ ops), and so that ``--help`` answers without loading TensorFlow.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shlex
@@ -82,6 +83,16 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--truncation", type=float, default=None, metavar="T",
                    help=TRUNCATION_HELP)
     e.add_argument("--tracking-uri", default="", help="MLflow tracking URI")
+
+    v = sub.add_parser("server", help="an MLflow tracking server over a store folder (make server)")
+    v.add_argument("--store", default=".", help="folder holding mlflow.db and mlruns/ (default .)")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    v.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    v.add_argument("--workers", type=int, default=None, help="server worker processes")
+    v.add_argument("--auth", action="store_true",
+                   help="MLflow's basic auth: the admin from MLFLOW_AUTH_ADMIN_USERNAME / "
+                        "MLFLOW_AUTH_ADMIN_PASSWORD, clients log in with "
+                        "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
     return p
 
 
@@ -153,16 +164,18 @@ def run_evaluate(args) -> None:
     if args.n < 50:
         raise UserError(f"--n {args.n} is too small: the k-NN and kernel metrics need at least 50 "
                         "samples (10000 is the standard)")
-    generator = sampling.load_generator(args.model, args.tracking_uri)
-    run_id = sampling.run_id_of(args.model)
-    cfg = _evaluation_config(args, generator, run_id)
-    judge = data.open_source(cfg).evaluator(args.n, args.seed, cfg.eval.collapse_max_share)
-    if args.truncation is not None:  # a what-if: its figures are printed, not logged
-        generator, run_id = sampling.with_truncation(generator, args.truncation), None
-    result = evaluation.report(judge, generator, args.model)
-    if run_id:
-        tracking.log_evaluation(run_id, result)
-        result["logged_to_run"] = run_id
+    # stdout is the JSON alone (`evaluate ... | jq`): notes and progress go to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        generator = sampling.load_generator(args.model, args.tracking_uri)
+        run_id = sampling.run_id_of(args.model)
+        cfg = _evaluation_config(args, generator, run_id)
+        judge = data.open_source(cfg).evaluator(args.n, args.seed, cfg.eval.collapse_max_share)
+        if args.truncation is not None:  # a what-if: its figures are printed, not logged
+            generator, run_id = sampling.with_truncation(generator, args.truncation), None
+        result = evaluation.report(judge, generator, args.model)
+        if run_id:
+            tracking.log_evaluation(run_id, result)
+            result["logged_to_run"] = run_id
     print(json.dumps(result, indent=2))
 
 
@@ -172,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     from gan_pipeline.errors import UserError
 
     try:
+        if args.command == "server":  # no TensorFlow in the server's process
+            from gan_pipeline import server
+
+            server.serve(args.store, args.host, args.port, args.auth, args.workers)
         if os.environ.get("TF_CONFIG"):
             if args.command != "train":
                 raise UserError(f"`gan-pipeline {args.command}` does not run under TF_CONFIG: "

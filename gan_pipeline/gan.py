@@ -242,11 +242,12 @@ class GAN(keras.Model):
         fake = self.generator(inputs, training=True)
         with tf.GradientTape() as tape:
             # The input tape only records; D's input gradient is computed (and traced) only
-            # when a penalty asks for it (R1), so it costs nothing otherwise.
-            with tf.GradientTape() as input_tape:
+            # when a penalty asks for it (R1 at real, R2 at fake), so it costs nothing otherwise.
+            with tf.GradientTape(persistent=True) as input_tape:  # R1 and R2 may both ask
                 input_tape.watch(real)
+                input_tape.watch(fake)
                 real_logits = self.judge(self.augmented(real), labels)
-            fake_logits = self.judge(self.augmented(fake), fake_labels)
+                fake_logits = self.judge(self.augmented(fake), fake_labels)
             step = losses.DiscriminatorPass(
                 self.discriminator, real, fake, real_logits, fake_logits, input_tape,
                 labels=labels, judge=self.judge, new_seed=self._replica_seed,
@@ -260,14 +261,20 @@ class GAN(keras.Model):
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
         return d_loss, step
 
-    def generator_step(self, batch_size):
-        """One G update through a frozen-by-construction D; only G's weights change."""
+    def generator_step(self, batch_size, real=None, labels=None):
+        """One G update through a frozen-by-construction D; only G's weights change. A loss
+        that ``needs_real`` (relativistic) also reads D's scores of ``real``."""
+        if self.loss_fn.needs_real and real is None:
+            raise ValueError(f"the {self.loss_fn.name} loss's G step needs a real batch")
         inputs = self.generator_inputs(
             batch_size, paired=any(getattr(p, "paired", False) for p in self.g_penalties))
         with tf.GradientTape() as tape:
             generated = self.generator(inputs, training=True)
+            real_logits = (self.judge(self.augmented(real), labels)
+                           if self.loss_fn.needs_real else None)
             g_loss = self.loss_fn.generator(
-                self.judge(self.augmented(generated), inputs[1] if self.conditional else None))
+                self.judge(self.augmented(generated), inputs[1] if self.conditional else None),
+                real_logits)
             g_pass = losses.GeneratorPass(inputs, generated)
             for penalty in self.g_penalties:
                 g_loss = g_loss + penalty(g_pass)
@@ -292,7 +299,7 @@ class GAN(keras.Model):
             d_loss, d_pass = self.discriminator_step(real, labels)
         # ... then G, g_steps times, against the updated D ...
         for _ in range(self.g_steps):
-            g_loss, generated = self.generator_step(ops.shape(real)[0])
+            g_loss, generated = self.generator_step(ops.shape(real)[0], real, labels)
         # ... and the averaged copy of G follows.
         if self.ema_generator is not None:
             self.update_ema()

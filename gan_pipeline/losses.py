@@ -15,10 +15,16 @@ logits, and the step metrics that make sense for it. ``GAN.compile(loss=...)`` t
 - ``wasserstein`` (Arjovsky et al. 2017): D (a critic) maximises E D(x) - E D(G(z)), G
   maximises E D(G(z)); it needs a Lipschitz critic, so ``train.gp_weight`` must be > 0 with it
   (the gradient penalty of Gulrajani et al. 2017).
+- ``relativistic`` (the relativistic pairing loss, Jolicoeur-Martineau 2019; R3GAN, Huang et
+  al. 2024): each real sample is paired with a fake one, D minimises E softplus(D(G(z)) - D(x))
+  and G E softplus(D(x) - D(G(z))); G's loss reads D's scores of the real batch too
+  (``needs_real``). R3GAN trains it with zero-centred R1 and R2 (``train.r1_gamma``,
+  ``train.r2_gamma``).
 
 A penalty is called inside D's gradient tape with the ``DiscriminatorPass`` of that step, and
 returns a scalar added to D's loss. ``R1`` (Mescheder et al. 2018) is gamma/2 E |grad_x D(x)|^2
-at real samples (lazily, every k-th step, with ``train.r1_every``). ``GradientPenalty`` is weight * E (|grad D(x_hat)| - 1)^2 at random points
+at real samples (lazily, every k-th step, with ``train.r1_every``); ``R2`` the same at the fake
+samples D judges (Roth et al. 2017; R3GAN). ``GradientPenalty`` is weight * E (|grad D(x_hat)| - 1)^2 at random points
 x_hat between real and fake samples.
 
 A generator penalty is called inside G's gradient tape with the ``GeneratorPass`` of that step
@@ -54,11 +60,12 @@ class GANLoss:
     settings: tuple[str, ...] = ()  # the `train.*` settings its constructor takes
     metric_names: tuple[str, ...] = ()  # extra step metrics (``metrics``)
     needs: dict[str, str] = {}  # `train.*` settings that must be > 0 with it, and why
+    needs_real = False  # whether ``generator`` reads D's scores of a real batch
 
     def discriminator(self, real_logits, fake_logits):
         raise NotImplementedError
 
-    def generator(self, fake_logits):
+    def generator(self, fake_logits, real_logits=None):
         raise NotImplementedError
 
     def metrics(self, real_logits, fake_logits) -> dict:
@@ -97,7 +104,7 @@ class SigmoidLoss(GANLoss):
 class NonSaturating(SigmoidLoss):
     name = "non_saturating"
 
-    def generator(self, fake_logits):
+    def generator(self, fake_logits, real_logits=None):
         return _bce(fake_logits, 1.0)
 
 
@@ -105,7 +112,7 @@ class NonSaturating(SigmoidLoss):
 class Minimax(SigmoidLoss):
     name = "minimax"
 
-    def generator(self, fake_logits):
+    def generator(self, fake_logits, real_logits=None):
         # log(1 - sigmoid(l)) == -softplus(l); minimising it pushes the fake logits up.
         return -ops.mean(ops.softplus(_f32(fake_logits)))
 
@@ -129,7 +136,7 @@ class Hinge(ScoreLoss):
         return (ops.mean(ops.relu(1.0 - _f32(real_logits)))
                 + ops.mean(ops.relu(1.0 + _f32(fake_logits))))
 
-    def generator(self, fake_logits):
+    def generator(self, fake_logits, real_logits=None):
         return -ops.mean(_f32(fake_logits))
 
 
@@ -141,7 +148,7 @@ class LeastSquares(ScoreLoss):
         return 0.5 * (ops.mean(ops.square(_f32(real_logits) - 1.0))
                       + ops.mean(ops.square(_f32(fake_logits))))
 
-    def generator(self, fake_logits):
+    def generator(self, fake_logits, real_logits=None):
         return 0.5 * ops.mean(ops.square(_f32(fake_logits) - 1.0))
 
 
@@ -158,7 +165,7 @@ class Wasserstein(ScoreLoss):
     def discriminator(self, real_logits, fake_logits):
         return ops.mean(_f32(fake_logits)) - ops.mean(_f32(real_logits))
 
-    def generator(self, fake_logits):
+    def generator(self, fake_logits, real_logits=None):
         return -ops.mean(_f32(fake_logits))
 
     def metrics(self, real_logits, fake_logits) -> dict:
@@ -166,8 +173,27 @@ class Wasserstein(ScoreLoss):
         return {**values, "w_distance": values["score_real"] - values["score_fake"]}
 
 
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class Relativistic(ScoreLoss):
+    """The relativistic pairing loss: sample i of the real batch against sample i of the fake
+    one, D wants D(x) above D(G(z)), G the reverse (softplus(-t) = -log sigmoid(t))."""
+
+    name = "relativistic"
+    needs_real = True
+
+    def discriminator(self, real_logits, fake_logits):
+        return ops.mean(ops.softplus(_f32(fake_logits) - _f32(real_logits)))
+
+    def generator(self, fake_logits, real_logits=None):
+        if real_logits is None:
+            raise ValueError("the relativistic loss's generator term needs D's scores of a "
+                             "real batch")
+        return ops.mean(ops.softplus(_f32(real_logits) - _f32(fake_logits)))
+
+
 LOSSES: dict[str, type[GANLoss]] = {
-    cls.name: cls for cls in (NonSaturating, Minimax, Hinge, LeastSquares, Wasserstein)}
+    cls.name: cls for cls in (NonSaturating, Minimax, Hinge, LeastSquares, Wasserstein,
+                              Relativistic)}
 
 
 def make_loss(name: str, **settings: Any) -> GANLoss:
@@ -197,11 +223,25 @@ class DiscriminatorPass:
     new_seed: Any = None
     iteration: Any = 0  # D's optimizer's updates before this one
     _real_gradients: Any = field(default=None, repr=False)
+    _fake_gradients: Any = field(default=None, repr=False)
 
     def real_gradients(self):
         if self._real_gradients is None:  # (a non-scalar target: the gradient of its sum)
             self._real_gradients = self.input_tape.gradient(self.real_logits, self.real)
         return self._real_gradients
+
+    def fake_gradients(self):
+        """D's input gradient at the fake batch (G's weights untouched: ``fake`` is a constant
+        of D's step)."""
+        if self._fake_gradients is None:
+            self._fake_gradients = self.input_tape.gradient(self.fake_logits, self.fake)
+        return self._fake_gradients
+
+
+def _mean_squared_norm(grads):
+    grads = _f32(grads)
+    grads = ops.reshape(grads, (ops.shape(grads)[0], -1))
+    return ops.mean(ops.sum(ops.square(grads), axis=1))
 
 
 @keras.saving.register_keras_serializable(package="gan_pipeline")
@@ -221,9 +261,7 @@ class R1:
         self.gamma, self.every = float(gamma), int(every)
 
     def penalty(self, step: DiscriminatorPass):
-        grads = _f32(step.real_gradients())
-        grads = ops.reshape(grads, (ops.shape(grads)[0], -1))
-        return 0.5 * self.gamma * ops.mean(ops.sum(ops.square(grads), axis=1))
+        return 0.5 * self.gamma * _mean_squared_norm(step.real_gradients())
 
     def __call__(self, step: DiscriminatorPass):
         if self.every == 1:
@@ -234,6 +272,27 @@ class R1:
 
     def get_config(self):
         return {"gamma": self.gamma, "every": self.every}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="gan_pipeline")
+class R2:
+    """gamma/2 * E |grad_x D(x)|^2 at the fake samples of D's step: with R1, the zero-centred
+    pair R3GAN trains its relativistic loss with (Huang et al. 2024)."""
+
+    def __init__(self, gamma: float):
+        if not gamma > 0:
+            raise ValueError(f"R2 gamma must be > 0, got {gamma!r}")
+        self.gamma = float(gamma)
+
+    def __call__(self, step: DiscriminatorPass):
+        return 0.5 * self.gamma * _mean_squared_norm(step.fake_gradients())
+
+    def get_config(self):
+        return {"gamma": self.gamma}
 
     @classmethod
     def from_config(cls, config):
@@ -326,6 +385,8 @@ def generator_penalties_from(train) -> list:
 def penalties_from(train) -> list:
     """The penalties the ``[train]`` settings switch on."""
     penalties = [R1(train.r1_gamma, train.r1_every)] if train.r1_gamma > 0 else []
+    if train.r2_gamma > 0:
+        penalties.append(R2(train.r2_gamma))
     if train.gp_weight > 0:
         penalties.append(GradientPenalty(train.gp_weight))
     return penalties

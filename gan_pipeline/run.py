@@ -317,8 +317,8 @@ def _train(cfg, source, directory, write_directory, verbose, resume, resume_comm
         if chief:
             print(f"Finished MLflow run {run.info.run_id}. To review it, "
                   f"{tracking.run_link(run)}", flush=True)
-            print(f"Samples: gan-pipeline sample --model {run.info.run_id} --n 100 "
-                  "--out samples.png", flush=True)
+            print(f"Samples: gan-pipeline sample --model {model_uri or run.info.run_id} "
+                  "--n 100 --out samples.png", flush=True)
     return Result(run.info.run_id, model_uri, record.history, gan)
 
 

@@ -95,11 +95,20 @@ def with_truncation(generator: keras.Model, threshold: float | None) -> keras.Mo
 
 
 def run_id_of(model: str) -> str | None:
-    """The MLflow run a ``--model`` value names, if any (a run id or ``runs:/<id>/...``)."""
+    """The MLflow run a ``--model`` value names, if any: a run id, ``runs:/<id>/...``, or the
+    run a LoggedModel (``models:/m-...``) was logged from, looked up in the current store."""
     if RUN_ID.fullmatch(model):
         return model
     match = re.match(r"runs:/([0-9a-f]{32})/", model)
-    return match.group(1) if match else None
+    if match:
+        return match.group(1)
+    match = re.fullmatch(r"models:/(m-[0-9a-f]+)", model)
+    if match:
+        try:
+            return mlflow.get_logged_model(match.group(1)).source_run_id
+        except mlflow.exceptions.MlflowException:
+            return None
+    return None
 
 
 def noise(shape: tuple[int, ...], kind: str, seed: int) -> np.ndarray:

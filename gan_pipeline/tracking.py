@@ -96,15 +96,48 @@ def check_reachable(uri: str) -> None:
     if scheme in ("http", "https"):
         try:
             requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
+            # /health answers anyone; a read of the store tells whether this client may log.
+            answer = requests.post(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+                                   json={"max_results": 1}, timeout=10, **_login())
         except requests.RequestException as exc:
             raise UserError(f"MLflow tracking server {redact(uri)} is unreachable "
                             f"({type(exc).__name__}); start it, fix MLFLOW_TRACKING_URI / "
                             "tracking.uri, or unset it to log to ./mlflow.db") from None
+        _check_login(uri, answer.status_code)
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise UserError(f"MLflow store {uri}: folder {folder} does not exist or is not "
                             "writable; fix MLFLOW_TRACKING_URI / tracking.uri") from None
+
+
+def _login() -> dict:
+    """The credentials MLflow's own client sends (``MLFLOW_TRACKING_USERNAME`` and
+    ``_PASSWORD``, or ``MLFLOW_TRACKING_TOKEN``), as ``requests`` arguments; none when unset
+    (then a ``user:password@`` in the URI, if any, is what ``requests`` sends)."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if user and password:
+        return {"auth": (user, password)}
+    if token:
+        return {"headers": {"Authorization": f"Bearer {token}"}}
+    return {}
+
+
+def _check_login(uri: str, status: int) -> None:
+    """One clear error for a server that refuses this client (basic auth, docs/scale.md)."""
+    if status == 401:
+        if _login():
+            raise UserError(f"MLflow tracking server {redact(uri)} refused the login of "
+                            "MLFLOW_TRACKING_USERNAME (HTTP 401): check it and "
+                            "MLFLOW_TRACKING_PASSWORD")
+        raise UserError(f"MLflow tracking server {redact(uri)} asks for a login (HTTP 401): set "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to one of its "
+                        "users (docs/scale.md)")
+    if status == 403:
+        raise UserError(f"MLflow tracking server {redact(uri)} refused this user (HTTP 403): ask "
+                        "its admin for permission to read and write experiments")
 
 
 @contextlib.contextmanager

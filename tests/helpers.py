@@ -63,14 +63,18 @@ class TempWorkdir:
 
 
 class TrackingServer:
-    """``mlflow server`` on a free 127.0.0.1 port, as ``make server`` starts it: a SQLite store
-    and an artifact folder under ``root`` (artifacts go through the server). ``uri`` is its
-    http:// address; the log is ``root/server.log``."""
+    """``gan-pipeline server`` (what ``make server`` runs) on a free 127.0.0.1 port over a store
+    folder ``root/server`` (artifacts go through the server). ``uri`` is its http:// address;
+    the log is ``root/server.log``. ``environ`` adds to the server's environment (``auth=True``:
+    MLflow's basic auth, the admin from ``MLFLOW_AUTH_ADMIN_PASSWORD`` there)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, auth: bool = False, environ: dict | None = None):
         self.root = Path(root)
+        self.store = self.root / "server"
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
+        self.auth = auth
+        self.environ = environ or {}
 
     def __enter__(self):
         import subprocess
@@ -78,18 +82,18 @@ class TrackingServer:
         import time
         import urllib.request
 
-        mlflow_cli = str(Path(sys.executable).parent / "mlflow")
+        self.store.mkdir(exist_ok=True)
+        script = str(Path(sys.executable).parent / "gan-pipeline")
         self._log = open(self.root / "server.log", "w")
         self._proc = subprocess.Popen(
-            [mlflow_cli, "server", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
-             "--artifacts-destination", str(self.root / "server-artifacts"),
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT)
+            [script, "server", "--store", str(self.store), "--port", str(self.port),
+             "--workers", "1", *(["--auth"] if self.auth else [])],
+            cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, **self.environ})
         deadline = time.time() + 180
         while time.time() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError("mlflow server exited:\n"
-                                   + (self.root / "server.log").read_text()[-3000:])
+                raise RuntimeError("mlflow server exited:\n" + self.log()[-3000:])
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as answer:
                     if answer.status == 200:
@@ -98,6 +102,9 @@ class TrackingServer:
                 time.sleep(0.5)
         self.__exit__()
         raise RuntimeError("mlflow server did not answer within 180 s")
+
+    def log(self) -> str:
+        return (self.root / "server.log").read_text()
 
     def __exit__(self, *exc):
         self._proc.terminate()

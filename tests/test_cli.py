@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from gan_pipeline import cli, tracking
+from gan_pipeline import cli, sampling, tracking
 from tests.helpers import REPO, TINY, TempWorkdir, real_tfds_dir
 
 
@@ -120,8 +120,13 @@ class TrainAndSampleImagesTest(tf.test.TestCase):
         keras_file = mlflow.artifacts.download_artifacts(
             run_id=self.mlrun.info.run_id, artifact_path=tracking.GENERATOR_FILE,
             tracking_uri=self.work.uri)
+        run_id = self.mlrun.info.run_id
+        logged_model = self.mlrun.data.tags["generator_model_uri"]
+        # MLflow 3: the generator is a LoggedModel of the run (models:/<model id>); the older
+        # runs:/<run id>/generator form still names it.
+        self.assertRegex(logged_model, r"^models:/m-[0-9a-f]+$")
         outputs = []
-        for model in (self.mlrun.info.run_id, self.mlrun.data.tags["generator_model_uri"], keras_file):
+        for model in (run_id, logged_model, keras_file, f"runs:/{run_id}/generator"):
             out = self.work.path / "s.npy"
             code, stdout, err = run_cli("sample", "--model", model, "--n", 30, "--out", out)
             self.assertEqual(code, 0, err)
@@ -131,8 +136,12 @@ class TrainAndSampleImagesTest(tf.test.TestCase):
             self.assertBetween(float(x.min()), -1.0, 1.0)
             self.assertBetween(float(x.max()), -1.0, 1.0)
             outputs.append(x)
-        self.assertAllClose(outputs[0], outputs[1])  # the same generator, the same default seed
-        self.assertAllClose(outputs[0], outputs[2])
+        for other in outputs[1:]:  # the same generator, the same default seed
+            self.assertAllClose(outputs[0], other)
+        # evaluate logs to the run a LoggedModel came from, as it does for run ids
+        self.assertEqual(sampling.run_id_of(logged_model), run_id)
+        self.assertEqual(sampling.run_id_of(f"runs:/{run_id}/generator"), run_id)
+        self.assertIsNone(sampling.run_id_of("models:/m-0123456789abcdef"))
 
     def test_sample_seed_reproduces_and_png_is_a_grid(self):
         run_id = self.mlrun.info.run_id

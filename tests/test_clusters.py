@@ -2,6 +2,7 @@
 and the labelled families training on them, a folder of unlabelled images included."""
 
 import contextlib
+import json
 import io
 import tempfile
 from pathlib import Path
@@ -35,7 +36,7 @@ def two_looks(root: Path, per_look=30) -> Path:
 
 def quiet(fn, *args):
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stderr(out):
         result = fn(*args)
     return result, out.getvalue()
 
@@ -170,7 +171,7 @@ class UnlabelledFolderTrainingTest(tf.test.TestCase):
                 "--set", "epochs=1", "--set", "batch_size=16", "--set", "train.steps_per_epoch=2",
                 "--set", "eval.every_epochs=0", "--set", "train.standing_statistics=32")
             self.assertEqual(code, 0, err)
-            notes = [line for line in out.splitlines() if "k-means clusters" in line]
+            notes = [line for line in err.splitlines() if "k-means clusters" in line]
             self.assertLen(notes, 1)
             self.assertIn("has no labels", notes[0])
             _, run = only_run(work.uri, "mnist_dcgan")
@@ -188,6 +189,11 @@ class UnlabelledFolderTrainingTest(tf.test.TestCase):
             samples = np.load(work.path / "s.npy")
             self.assertEqual(samples.shape, (4, 32, 32, 3))
             self.assertAllInRange(samples, -1.0, 1.0)
+            # evaluate's stdout is its JSON alone: the clusters' note goes to stderr
+            code, out, err = run_cli("evaluate", "--model", run.info.run_id, "--n", "60")
+            self.assertEqual(code, 0, err)
+            self.assertEqual(json.loads(out)["dataset"], "folder")
+            self.assertIn("k-means clusters", err)
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ class FolderSourceTest(tf.test.TestCase):
     def test_corrupt_files_are_skipped_and_reported_and_sizes_unified(self):
         root = messy(self.tmp / "messy")
         out = io.StringIO()
-        with mock.patch("sys.stdout", out):
+        with mock.patch("sys.stderr", out):
             source = open_folder(root)
         self.assertEqual(source.num_examples, 40)
         self.assertEqual(source.shape, (28, 28, 1), "the first image's size")
@@ -224,7 +224,7 @@ class FolderTrainingTest(tf.test.TestCase):
             with self.subTest(family=family), TempWorkdir() as work:
                 code, out, err = folder_train(messy(work.path / "messy"), family)
                 self.check_run(work, code, err, experiment)
-                self.assertIn("skipped 2 of 42 image files", out)
+                self.assertIn("skipped 2 of 42 image files", err)
 
     def test_the_pipeline_profiles_tunes_and_registers_a_folder(self):
         with TempWorkdir() as work:

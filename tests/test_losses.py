@@ -1,5 +1,6 @@
-"""Hinge, least-squares and Wasserstein losses and the gradient penalty on known cases; each
-trains with every precision policy, round-trips, and a penalised D step changes only D."""
+"""Hinge, least-squares, Wasserstein and relativistic losses, the gradient penalty, R1 and R2 on
+known cases; each trains with every precision policy, round-trips, and a penalised D step changes
+only D."""
 
 import tempfile
 from pathlib import Path
@@ -15,7 +16,8 @@ from gan_pipeline.errors import UserError
 from gan_pipeline.factory import build_gan
 from gan_pipeline.families import get as family
 from gan_pipeline.gan import GAN
-from gan_pipeline.losses import R1, GradientPenalty, Hinge, LeastSquares, Wasserstein
+from gan_pipeline.losses import (R1, R2, GradientPenalty, Hinge, LeastSquares, Relativistic,
+                                 Wasserstein)
 from gan_pipeline.run import train
 from tests.helpers import TINY, TempWorkdir
 from tests.test_gan import changed, snapshot
@@ -58,6 +60,21 @@ class LossValuesTest(tf.test.TestCase):
         self.assertAllClose(Wasserstein().discriminator(real, fake), 1.0 - 2.0)
         self.assertAllClose(Wasserstein().generator(fake), -1.0)
         self.assertAllClose(Wasserstein().metrics(real, fake)["w_distance"], 1.0)
+
+    def test_relativistic_pairs_each_real_score_with_its_fake_one(self):
+        real, fake = col(2.0, 0.0), col(0.0, 1.0)
+        softplus = lambda t: float(np.log1p(np.exp(t)))  # noqa: E731
+        # D: mean softplus(fake - real) over the pairs (2, 0) and (0, 1); G: the reverse
+        self.assertAllClose(Relativistic().discriminator(real, fake),
+                            (softplus(-2.0) + softplus(1.0)) / 2)
+        self.assertAllClose(Relativistic().generator(fake, real),
+                            (softplus(2.0) + softplus(-1.0)) / 2)
+        # only the differences count: shifting every score changes nothing
+        self.assertAllClose(Relativistic().discriminator(real + 5.0, fake + 5.0),
+                            Relativistic().discriminator(real, fake))
+        self.assertTrue(Relativistic.needs_real)
+        with self.assertRaisesRegex(ValueError, "needs D's scores of a real batch"):
+            Relativistic().generator(fake)
 
     def test_lower_precision_logits_give_float32_losses(self):
         for loss in (Hinge(), LeastSquares(), Wasserstein()):
@@ -141,6 +158,31 @@ class LazyR1Test(tf.test.TestCase):
         self.assertEqual(R1.from_config(R1(2.0, every=3).get_config()).every, 3)
 
 
+class R2Test(tf.test.TestCase):
+    def test_r2_is_r1_at_the_fake_batch_and_both_can_be_on(self):
+        # D(x) = relu(x) . w: its input gradient is w where x > 0, 0 elsewhere. Real samples
+        # positive, fake ones negative: R1 sees |w|^2, R2 nothing; then the reverse.
+        keras.utils.set_random_seed(0)
+        g, _ = family("gaussian_1d").build((6,), **TINY["gaussian_1d"])
+        d = keras.Sequential([keras.Input((6,)), keras.layers.ReLU(), keras.layers.Dense(1)])
+        w2 = float(np.sum(d.layers[-1].kernel.numpy() ** 2))
+        gan = GAN(g, d, noise="uniform", seed=0)
+        gan.compile(d_optimizer=keras.optimizers.SGD(0.0), g_optimizer=keras.optimizers.SGD(0.0))
+        real = tf.abs(tf.constant(np.random.default_rng(0).normal(4, 1.25, (5, 6)), tf.float32))
+        _, step = gan.discriminator_step(real)
+        self.assertAllClose(R1(2.0)(step), w2, rtol=1e-5)
+        self.assertAllClose(R2(4.0)(step), 2.0 * float(np.mean(np.sum(
+            (step.fake.numpy() > 0) * d.layers[-1].kernel.numpy().T ** 2, axis=1))), rtol=1e-5)
+        _, step = gan.discriminator_step(-real)
+        self.assertAllClose(R1(2.0)(step), 0.0)
+        cfg = config.validate({"train": {"loss": "relativistic", "r1_gamma": 1.0,
+                                         "r2_gamma": 2.0}})
+        self.assertEqual([(type(p), p.gamma) for p in losses.penalties_from(cfg.train)],
+                         [(R1, 1.0), (R2, 2.0)])
+        with self.assertRaisesRegex(ValueError, "R2 gamma must be > 0"):
+            R2(0.0)
+
+
 class LossTrainingTest(tf.test.TestCase):
     def test_wasserstein_needs_the_gradient_penalty(self):
         with self.assertRaisesRegex(UserError, r"train.loss = 'wasserstein' needs "
@@ -150,12 +192,12 @@ class LossTrainingTest(tf.test.TestCase):
         self.assertEqual([type(p) for p in losses.penalties_from(cfg.train)], [GradientPenalty])
 
     def test_every_loss_trains_under_every_precision_policy(self):
-        for loss in ("hinge", "least_squares", "wasserstein"):
+        for loss in ("hinge", "least_squares", "wasserstein", "relativistic"):
             for precision in ("float32", "mixed_bfloat16", "mixed_float16"):
                 with self.subTest(loss=loss, precision=precision):
                     cfg = tiny_cfg("dcgan", f"train.loss={loss}", "train.gp_weight=10",
                                    "train.r1_gamma=1", "train.r1_every=2",
-                                   f"train.precision={precision}")
+                                   "train.r2_gamma=1", f"train.precision={precision}")
                     gan = build_gan(cfg, SHAPES["dcgan"])
                     ds = tf.data.Dataset.from_tensor_slices(real_batch(SHAPES["dcgan"], 32))
                     history = gan.fit(ds.batch(16), epochs=1, verbose=0).history
@@ -164,6 +206,21 @@ class LossTrainingTest(tf.test.TestCase):
                     if precision == "mixed_float16":
                         self.assertIsInstance(gan.d_optimizer,
                                               keras.optimizers.LossScaleOptimizer)
+
+    def test_a_relativistic_g_step_reads_a_real_batch_and_changes_only_g(self):
+        keras.utils.set_random_seed(0)
+        cfg = tiny_cfg("dcgan", "train.loss=relativistic", "train.r1_gamma=1",
+                       "train.r2_gamma=1")
+        gan = build_gan(cfg, SHAPES["dcgan"])
+        real = real_batch(SHAPES["dcgan"], 8)
+        g_before = snapshot(gan.generator.trainable_weights)
+        d_before = snapshot(gan.discriminator.trainable_weights)
+        g_loss, _ = gan.generator_step(8, real)
+        self.assertTrue(np.isfinite(float(g_loss)))
+        self.assertFalse(any(changed(d_before, gan.discriminator.trainable_weights)))
+        self.assertTrue(all(changed(g_before, gan.generator.trainable_weights)))
+        with self.assertRaisesRegex(ValueError, "a real batch"):
+            gan.generator_step(8)
 
     def test_penalised_wasserstein_step_changes_only_the_critic(self):
         for family, shape in (("dcgan", (28, 28, 1)), ("cdcgan", (28, 28, 1))):

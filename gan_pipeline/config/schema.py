@@ -184,6 +184,9 @@ SCHEMA: dict[str, Any] = {
                           help="R1 penalty weight on D's input gradient at real data (0 = off)"),
         "r1_every": Field(int, 1, min=1, max=1000,
                           help="lazy R1: the penalty (times k) on every k-th D step only"),
+        "r2_gamma": Field(float, 0.0, min=0, max=1e6,
+                          help="R2 penalty weight on D's input gradient at fake samples "
+                               "(0 = off; R3GAN: with r1_gamma and loss = relativistic)"),
         "gp_weight": Field(float, 0.0, min=0, max=1e6,
                            help="gradient penalty weight at points between real and fake "
                                 "(0 = off; needed by the wasserstein loss)"),

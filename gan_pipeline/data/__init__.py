@@ -13,6 +13,8 @@ samples, the prepare stage's profile and the evaluator. To add a source: a modul
 
 from __future__ import annotations
 
+import sys
+
 from gan_pipeline.data.base import DataSource, ImageSource, normalize
 from gan_pipeline.data.clusters import Clustered
 from gan_pipeline.data.folder import ImageFolder
@@ -53,7 +55,8 @@ def open_source(cfg) -> DataSource:
         why = ("data.labels = 'clusters'" if choice == "clusters"
                else f"{source.label} has no labels")
         print(f"note: {why}: {cfg.model.name} trains on {k} k-means clusters of the images in "
-              "their place (self-conditioning; its generator samples without them)", flush=True)
+              "their place (self-conditioning; its generator samples without them)",
+              file=sys.stderr, flush=True)  # (stdout may be evaluate's JSON)
         return Clustered(source, k)
     try:
         source.require_labels(what)

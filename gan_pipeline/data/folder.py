@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,8 @@ class ImageFolder(ImageSource):
             more = f" and {len(self.skipped) - SHOW_SKIPPED} more" if len(
                 self.skipped) > SHOW_SKIPPED else ""
             print(f"note: skipped {len(self.skipped)} of {len(files)} image files under "
-                  f"{self.root} that could not be decoded: {names}{more}", flush=True)
+                  f"{self.root} that could not be decoded: {names}{more}", file=sys.stderr,
+                  flush=True)
 
     @property
     def label(self) -> str:
