@@ -91,13 +91,13 @@ def serve(store: str, host: str, port: int, auth: bool, workers: int | None = No
                         "(it keeps mlflow.db and mlruns/)")
     if not 0 < port < 65536:
         raise UserError(f"--port {port} is not a TCP port (1-65535)")
-    environ = auth_environment(folder) if auth else dict(os.environ)
-    if auth:
+    if auth:  # (checked before anything is written to the store)
         try:
             import flask_wtf  # noqa: F401  (the mlflow[auth] extra)
         except ImportError:
             raise UserError("make server AUTH=1 needs MLflow's auth extra: "
                             "pip install 'mlflow[auth]' (make install does)") from None
+    environ = auth_environment(folder) if auth else dict(os.environ)
     argv = command(folder, host, port, auth, workers)
     login = (" with basic auth (clients set MLFLOW_TRACKING_USERNAME and "
              "MLFLOW_TRACKING_PASSWORD)" if auth else " (no login: keep it on 127.0.0.1)")
