@@ -306,8 +306,8 @@ class BadInputTest(tf.test.TestCase):
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertEqual(result.stderr.strip().splitlines()[-1],
                          "gan-pipeline: error: train.loss = 'hnge' is not valid: expected one of "
-                         "'hinge', 'least_squares', 'minimax', 'non_saturating', 'wasserstein'. "
-                         "Did you mean 'hinge'?")
+                         "'hinge', 'least_squares', 'minimax', 'non_saturating', 'relativistic', "
+                         "'wasserstein'. Did you mean 'hinge'?")
 
 
 @pytest.mark.slow
