@@ -34,7 +34,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from gan_pipeline import config, data, distribute, families  # noqa: E402
+from gan_pipeline import config, data, distribute, families, flops  # noqa: E402
 from gan_pipeline.errors import UserError  # noqa: E402
 from gan_pipeline.factory import gan_for, resolved_precision  # noqa: E402
 from gan_pipeline.fitting import set_steps_per_execution  # noqa: E402
@@ -65,6 +65,29 @@ def fmt(value: float, spec: str = ".0f") -> str:
     if math.isnan(value):
         return "n/a"
     return f"{value:.0f}/s" if spec == "/s" else format(value, spec)
+
+
+# The CPU features that decide what oneDNN runs fast (printed beside every timing)
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_description() -> str:
+    """The CPU's model name and which of ``SPEED_FLAGS`` it has (Linux; else the platform)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
+                      if line.startswith("flags")), []))
+    have = [f for f in SPEED_FLAGS if f in flags]
+    lacks = [f for f in SPEED_FLAGS if f not in flags]
+    return f"{model}; flags {' '.join(have) or 'none'}; without {' '.join(lacks) or 'none'}"
+
+
+def pct(fraction: float) -> str:
+    return "n/a" if math.isnan(fraction) else f"{fraction:.1%}"
 
 
 def timed(fn, steps: int, repeats: int) -> float:
@@ -187,6 +210,43 @@ def input_only(dataset):
     return run
 
 
+def _seconds_per_call(fn, calls: int = 5) -> float:
+    """Median seconds of ``fn()`` over ``calls`` runs after two warm-ups (graph tracing, oneDNN
+    kernel choice)."""
+    fn(), fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measured_peak(batch: int) -> dict[str, float]:
+    """The machine's own limit, timed here: FLOP/s of a large matmul in bfloat16 and in
+    float32 (the most any layer can reach), and of the DCGAN discriminator's largest convolution
+    (5x5, 64 -> 128 channels, stride 2, 14x14 -> 7x7) at this batch, in both dtypes."""
+    peak = {}
+    n = 2048
+    for dtype in ("bfloat16", "float32"):
+        a = tf.random.normal((n, n), dtype=tf.float32)
+        a = tf.cast(a, dtype)
+        matmul = tf.function(lambda a=a: tf.reduce_sum(tf.matmul(a, a)[0, :1]))
+        peak[f"matmul {dtype}"] = 2 * n ** 3 / _seconds_per_call(lambda: matmul().numpy())
+        x = tf.cast(tf.random.normal((batch, 14, 14, 64)), dtype)
+        k = tf.cast(tf.random.normal((5, 5, 64, 128)) * 0.05, dtype)
+        conv = tf.function(lambda x=x, k=k: tf.reduce_sum(
+            tf.nn.conv2d(x, k, strides=2, padding="SAME")[0, 0, 0, :1]))
+        conv_flops = 2 * batch * 7 * 7 * 5 * 5 * 64 * 128
+        peak[f"conv {dtype}"] = conv_flops / _seconds_per_call(lambda: conv().numpy())
+    return peak
+
+
+def peak_for(precision: str, peak: dict[str, float]) -> float:
+    """The matmul peak of the dtype a loop computes in (MFU's denominator)."""
+    return peak["matmul bfloat16" if "bfloat16" in precision else "matmul float32"]
+
+
 # Runs the CLI and prints its own peak resident memory as it ends (``ru_maxrss`` of a child
 # would count the pages of this big process that the child's exec replaced).
 _PEAK_OF_CLI = ("import sys; from gan_pipeline import cli; "
@@ -219,11 +279,13 @@ def main() -> int:
                              "'train.precision=mixed_bfloat16 train.jit_compile=on' (repeatable)")
     args = parser.parse_args()
 
-    cpu = platform.processor() or platform.machine()
-    print(f"machine: {os.cpu_count()} CPU cores ({cpu}), GPUs: "
+    print(f"machine: {os.cpu_count()} CPU cores ({cpu_description()}), GPUs: "
           f"{len(tf.config.list_physical_devices('GPU'))}; TF {tf.__version__}, "
           f"Keras {keras.__version__}; batch {args.batch_size}; median of {args.repeats} x "
           f"{args.steps} steps after warm-up", flush=True)
+    peak = measured_peak(args.batch_size)
+    print("peak, measured here: " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s"
+                                             for k, v in peak.items()), flush=True)
     rows = []
     for name in args.models.split(","):
         # Each row starts from a clean slate: the rows before it leave models, datasets and
@@ -251,7 +313,12 @@ def main() -> int:
             real = np.concatenate([b.numpy() for b in batches.take(40)])
             per_step["a"] = timed(tutorial_loop(cfg, real), args.steps, args.repeats)
             per_step["b"] = timed_fit(keras_io(cfg, shape), stream, args.steps, args.repeats)
-        per_step["c"] = timed_fit(ours(cfg), stream, args.steps, args.repeats)
+        gan = ours(cfg)
+        per_step["c"] = timed_fit(gan, stream, args.steps, args.repeats)
+        # (a) and (b) update D and G once a batch; (c) as often as the file says
+        plain_flops = flops.train_step_flops(gan.generator, gan.discriminator)
+        step_flops = flops.train_step_flops(gan.generator, gan.discriminator,
+                                            cfg.train.d_steps, cfg.train.g_steps)
         per_step["input"] = timed(input_only(stream), args.steps * 4, args.repeats)
         # The same step fed from one cached batch: what the step costs without any input work.
         fixed = tf.data.Dataset.from_tensors(next(iter(batches))).repeat()
@@ -262,11 +329,18 @@ def main() -> int:
         rate = {k: args.batch_size / v for k, v in per_step.items()}
         wait = max(0.0, 1 - per_step["c_no_input"] / per_step["c"])
         resolved = resolved_precision(cfg)
-        rows.append((name, rate, wait, resolved))
+        # MFU: model FLOP/s over the matmul peak of the dtype each loop computes in ((a) and
+        # (b) run the networks in float32)
+        mfu = {k: rate[k] * plain_flops / peak_for("float32", peak) for k in "ab"}
+        mfu["c"] = rate["c"] * step_flops / peak_for(resolved, peak)
+        rows.append((name, rate, wait, resolved, (plain_flops, step_flops), mfu))
         print(f"{name}: a {fmt(rate['a'])}, b {fmt(rate['b'])}, c {fmt(rate['c'])} samples/s "
               f"({resolved}); c/a {fmt(rate['c'] / rate['a'], '.2f')}, "
               f"c/b {fmt(rate['c'] / rate['b'], '.2f')}; input {fmt(rate['input'])} samples/s; "
-              f"waiting for input {wait:.1%}", flush=True)
+              f"waiting for input {wait:.1%}; {plain_flops / 1e6:.3g} MFLOP a sample "
+              f"((a), (b); (c) {step_flops / 1e6:.3g}), "
+              f"c {rate['c'] * step_flops / 1e9:.3g} GFLOP/s, MFU a {pct(mfu['a'])}, "
+              f"b {pct(mfu['b'])}, c {pct(mfu['c'])}", flush=True)
         for variant in args.variant:
             r = rate[f"c[{variant}]"]
             print(f"{name}: c with {variant}: {fmt(r)} samples/s; "
@@ -274,12 +348,19 @@ def main() -> int:
 
     print()
     print("| model | (a) tutorial loop | (b) keras.io train_step | (c) gan-pipeline | c/a | c/b "
-          "| input pipeline alone | step share waiting for input |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, rate, wait, resolved in rows:
+          "| input pipeline alone | step share waiting for input | model FLOPs a sample (a, b / c) "
+          "| (c) GFLOP/s | MFU (a) / (b) / (c) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, rate, wait, resolved, (plain_flops, step_flops), mfu in rows:
         print(f"| {name} | {fmt(rate['a'], '/s')} | {fmt(rate['b'], '/s')} | "
               f"{fmt(rate['c'], '/s')} ({resolved}) | {fmt(rate['c'] / rate['a'], '.2f')} | "
-              f"{fmt(rate['c'] / rate['b'], '.2f')} | {fmt(rate['input'], '/s')} | {wait:.1%} |")
+              f"{fmt(rate['c'] / rate['b'], '.2f')} | {fmt(rate['input'], '/s')} | {wait:.1%} | "
+              f"{plain_flops / 1e6:.3g} M / {step_flops / 1e6:.3g} M | "
+              f"{rate['c'] * step_flops / 1e9:.3g} | "
+              f"{pct(mfu['a'])} / {pct(mfu['b'])} / {pct(mfu['c'])} |")
+    print("\nMFU: model FLOPs (gan_pipeline/flops.py: 4 G + 8 D forward a sample) a second over "
+          "the measured matmul peak of the loop's dtype (float32 for (a) and (b)); (c) counts "
+          "its file's train.d_steps and train.g_steps")
     if not args.no_memory:
         print(f"\npeak resident memory of an MNIST DCGAN training run: "
               f"{peak_rss_of_training():.2f} GB")
