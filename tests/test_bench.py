@@ -26,7 +26,8 @@ class BenchTest(tf.test.TestCase):
         bench = load_bench()
         shipped = {p.name for p in (REPO / "pipelines").glob("*.toml")}
         self.assertTrue(shipped <= set(bench.PIPELINES.values()), "the bench times every file")
-        argv = ["bench.py", "--batch-size", "16", "--steps", "2", "--repeats", "1", "--no-memory"]
+        argv = ["bench.py", "--batch-size", "16", "--steps", "2", "--repeats", "1", "--no-memory",
+                "--peak-n", "256"]
         out = io.StringIO()
         with tfds.testing.mock_data(num_examples=64), mock.patch.object(sys, "argv", argv), \
                 contextlib.redirect_stdout(out):
@@ -35,6 +36,10 @@ class BenchTest(tf.test.TestCase):
         self.assertTrue(table[0].startswith("| model |") and table[1].startswith("|---"), table)
         rows = [row.split(" | ")[0].removeprefix("| ") for row in table[2:]]
         self.assertEqual(sorted(rows), sorted(bench.PIPELINES))
+        # every row reports its (c) MFU against a peak measured in the same run
+        self.assertIn("peak, best of both: matmul bfloat16", out.getvalue())
+        for row in table[2:]:
+            self.assertRegex(row.rstrip(" |").rsplit(" / ", 1)[1], r"^\d+\.\d%$", row)
 
     def test_an_unknown_row_is_one_error_line_naming_the_allowed_ones(self):
         bench = load_bench()
