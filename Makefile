@@ -3,7 +3,7 @@
 #                                                   prepare, tune, train, evaluate, register
 #   make pipeline PIPELINE=pipelines/gaussian_1d.toml ARGS="--set profile=quick"
 #   make train                                      the train stage alone (no search)
-#   make test                                       every test (what CI runs)
+#   make test                                       every test (what CI runs), TEST_WORKERS at once
 #   make test-fast                                  the unit tests, a few minutes
 #   make faults                                     fault scenarios against the real CLI
 #   make bench                                      training-step benchmark vs the tutorial loops
@@ -22,6 +22,9 @@ PORT     ?= 5000
 SERVE_PORT ?= 5001
 MODEL    ?=
 AUTH     ?=
+# Test processes side by side (pytest-xdist): on 2 cores one process keeps ~1.1 of them busy, as
+# the tests wait on subprocesses, servers and files; TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 BIN      := $(VENV)/bin
 
 # MLflow's usage telemetry (on by default since MLflow 3.2) stays off: these machines are often
@@ -55,10 +58,10 @@ train: install
 	$(BIN)/gan-pipeline train --config $(PIPELINE) $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q --durations=10 tests $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=10 tests $(ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q --durations=5 -m "not slow and not process and not integration" tests $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=5 -m "not slow and not process and not integration" tests $(ARGS)
 
 bench: install
 	$(BIN)/python bench/bench.py $(ARGS)

@@ -450,6 +450,7 @@ class ConditionalPipelineTest(tf.test.TestCase):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("mnist_classifier")  # one process trains it (tests/conftest.py)
 class RealMnistLabelFiguresTest(tf.test.TestCase):
     def test_true_labels_score_the_classifier_accuracy_and_shuffled_ones_a_tenth(self):
         data_dir = real_tfds_dir(self)

@@ -1,8 +1,11 @@
 """Evaluation end to end: the cached feature classifier, `gan-pipeline evaluate` on runs of both
 kinds (JSON out, figures logged into the run), and training-time evaluation curves."""
 
+import fcntl
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -52,6 +55,47 @@ class FeatureClassifierTest(tf.test.TestCase):
             self.assertEqual(p1.shape, (5, 10))
             self.assertAllClose(f1, f2)
             self.assertAllClose(p1.sum(1), np.ones(5), atol=1e-5)
+
+
+# Another process asking for the same (mocked) MNIST classifier.
+_ASK_FOR_THE_CLASSIFIER = (
+    "import tensorflow_datasets as tfds; from tests.test_data import open_data\n"
+    "with tfds.testing.mock_data(num_examples=64):\n"
+    "    open_data('mnist', data_dir={data_dir!r}).classifier(epochs=1, verbose=0)\n"
+    "print('loaded', flush=True)\n")
+
+
+@pytest.mark.process
+class OneClassifierWriterTest(tf.test.TestCase):
+    def test_a_second_process_waits_for_the_one_training_and_loads_its_classifier(self):
+        from gan_pipeline.evaluation import classifier as evaluation_classifier
+
+        with CacheDir() as cache, tfds.testing.mock_data(num_examples=64):
+            source = open_data("mnist", data_dir=str(cache / "tfds"))
+            path = cache / "classifiers" / f"{source.classifier_key()}.keras"
+            path.parent.mkdir(parents=True)
+            with open(path.with_suffix(".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # this process is training it
+                other = subprocess.Popen(
+                    [sys.executable, "-c",
+                     _ASK_FOR_THE_CLASSIFIER.format(data_dir=str(cache / "tfds"))],
+                    cwd=REPO, env={**os.environ, "GAN_PIPELINE_CACHE": str(cache)},
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                try:
+                    line = "start"
+                    while line and "Waiting for another process training" not in line:
+                        line = other.stdout.readline()  # blocks until it says it waits
+                    self.assertTrue(line, "the other process finished without waiting")
+                    evaluation_classifier._train(source, path, epochs=1, verbose=0)
+                    stamp = path.stat().st_mtime_ns
+                except BaseException:
+                    other.kill()
+                    raise
+            rest, _ = other.communicate(timeout=300)
+            self.assertEqual(other.returncode, 0)
+            self.assertNotIn("Training the evaluation classifier", rest)
+            self.assertIn("loaded", rest)
+            self.assertEqual(path.stat().st_mtime_ns, stamp, "trained once, not twice")
 
 
 @pytest.mark.integration
@@ -119,6 +163,7 @@ class EvaluateCommandTest(tf.test.TestCase):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("mnist_classifier")  # one process trains it (tests/conftest.py)
 class RealMnistClassifierTest(tf.test.TestCase):
     def test_classifier_reaches_99_percent_on_mnist_test(self):
         data_dir = real_tfds_dir(self)

@@ -9,6 +9,7 @@ self-supervised task where it has not (see ``gan_pipeline.data.folder``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -78,16 +79,39 @@ class Classifier:
 
 def feature_classifier(source, epochs: int | None = None,
                        verbose: int | str = "auto") -> Classifier:
-    """The cached classifier of an image ``source``; trained the first time it is needed."""
+    """The cached classifier of an image ``source``; trained the first time it is needed.
+
+    One writer at a time: a process that finds another one training the same classifier waits
+    for it (saying so) and loads what it wrote, rather than training it a second time."""
     key = source.classifier_key()
     path = cache_dir() / "classifiers" / f"{key}.keras"
-    meta_path = path.with_suffix(".json")
-    if path.is_file() and meta_path.is_file():
-        model = keras.models.load_model(path, safe_mode=True)
-        info = json.loads(meta_path.read_text())
-        info.setdefault("class_names", list(source.class_names or []))  # cached before v0.2
-        return Classifier(model, info, path)
+    cached = _load_cached(path, source)
+    if cached is not None:
+        return cached
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"Waiting for another process training the evaluation classifier for "
+                  f"{source.label} ({path})", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = _load_cached(path, source)  # the other process may have finished it
+        return cached if cached is not None else _train(source, path, epochs, verbose)
 
+
+def _load_cached(path: Path, source) -> Classifier | None:
+    meta_path = path.with_suffix(".json")
+    if not (path.is_file() and meta_path.is_file()):
+        return None
+    model = keras.models.load_model(path, safe_mode=True)
+    info = json.loads(meta_path.read_text())
+    info.setdefault("class_names", list(source.class_names or []))  # cached before v0.2
+    return Classifier(model, info, path)
+
+
+def _train(source, path: Path, epochs: int | None, verbose: int | str) -> Classifier:
+    meta_path = path.with_suffix(".json")
     data = source.classifier_data()
     classes = list(data["classes"])
     train = data["train"].cache()
@@ -111,7 +135,6 @@ def feature_classifier(source, epochs: int | None = None,
             "test_accuracy": float(accuracy), "epochs": epochs, "feature_dim": 128,
             "classes": len(classes)}
     print(f"Evaluation classifier: test accuracy {accuracy:.4f}", flush=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # atomic: write, then rename
         model.save(Path(tmp) / path.name)
         (Path(tmp) / meta_path.name).write_text(json.dumps(info, indent=2))
