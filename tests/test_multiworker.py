@@ -90,51 +90,57 @@ class MultiWorkerTest(tf.test.TestCase):
                 "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp),
                 "GAN_PIPELINE_COLLECTIVE_TIMEOUT": "120"}
 
-    def test_two_workers_train_like_one_process(self):
-        for pipeline, sets in (ONE_D, MLP):
-            name = Path(pipeline).stem
-            with self.subTest(pipeline=name), TempWorkdir() as work, \
-                    TrackingServer(work.path) as server:
-                env = self.env(work, server.uri)
-                cluster = Cluster(work, env, pipeline, sets, "two")
-                codes = cluster.wait()
-                for index, code in enumerate(codes):
-                    self.assertEqual(code, 0, f"worker {index}:\n{cluster.log(index)[-3000:]}")
-                client = mlflow.MlflowClient(server.uri)
-                experiment = client.get_experiment_by_name(name)
-                runs = client.search_runs([experiment.experiment_id])
-                self.assertEqual(len(runs), 1, "the chief alone writes a run")
-                run = runs[0]
-                self.assertEqual(run.info.status, "FINISHED")
-                self.assertEqual(run.data.params["resolved.replicas"], "2")
-                self.assertEqual(run.data.params["resolved.strategy"],
-                                 "CollectiveAllReduceStrategy")
-                self.assertEqual(len(json.loads(run.data.params["resolved.workers"]
-                                                .replace("'", '"'))), 2)
-                # every worker ended with the chief's weights (an all-gather of checksums)
-                self.assertEqual(run.data.metrics["multi_worker/weight_spread"], 0.0)
-                self.assertIn("note: worker 1 of a multi-worker run", cluster.log(1))
-                self.assertNotIn("MLflow run", cluster.log(1))
-                self.assertEqual(list((work.path / "tmp").iterdir()), [],
-                                 "the other worker leaves no folder behind")
+    # one test a pipeline, so that two test processes can run them side by side
+    def test_two_workers_train_the_1d_gan_like_one_process(self):
+        self.two_workers_train_like_one_process(*ONE_D)
 
-                # one process, the same global batch
-                single = subprocess.run(
-                    [SCRIPT, "train", "--config", str(REPO / pipeline),
-                     *(a for s in sets + ["name=single"] for a in ("--set", s))],
-                    cwd=work.path, env=env, capture_output=True, text=True, timeout=900)
-                self.assertEqual(single.returncode, 0, single.stderr[-3000:])
-                alone = client.search_runs([client.get_experiment_by_name("single")
-                                            .experiment_id])[0]
-                self.assertEqual(alone.data.params["resolved.replicas"], "1")
-                # The same updates up to the order of float sums, which Adam's first steps
-                # (about lr * sign(gradient)) amplify for gradients near zero: the weights
-                # agree to a few 1e-3 where training moved them by ~1e-1.
-                two, one = generator_weights(client, run), generator_weights(client, alone)
-                self.assertLess(max(float(np.abs(a - b).max()) for a, b in zip(two, one)), 1e-2)
-                for key in ("d_loss", "g_loss"):
-                    self.assertAllClose(run.data.metrics[key], alone.data.metrics[key],
-                                        rtol=1e-2)
+    def test_two_workers_train_the_mlp_like_one_process(self):
+        self.two_workers_train_like_one_process(*MLP)
+
+    def two_workers_train_like_one_process(self, pipeline, sets):
+        name = Path(pipeline).stem
+        with TempWorkdir() as work, \
+                TrackingServer(work.path) as server:
+            env = self.env(work, server.uri)
+            cluster = Cluster(work, env, pipeline, sets, "two")
+            codes = cluster.wait()
+            for index, code in enumerate(codes):
+                self.assertEqual(code, 0, f"worker {index}:\n{cluster.log(index)[-3000:]}")
+            client = mlflow.MlflowClient(server.uri)
+            experiment = client.get_experiment_by_name(name)
+            runs = client.search_runs([experiment.experiment_id])
+            self.assertEqual(len(runs), 1, "the chief alone writes a run")
+            run = runs[0]
+            self.assertEqual(run.info.status, "FINISHED")
+            self.assertEqual(run.data.params["resolved.replicas"], "2")
+            self.assertEqual(run.data.params["resolved.strategy"],
+                             "CollectiveAllReduceStrategy")
+            self.assertEqual(len(json.loads(run.data.params["resolved.workers"]
+                                            .replace("'", '"'))), 2)
+            # every worker ended with the chief's weights (an all-gather of checksums)
+            self.assertEqual(run.data.metrics["multi_worker/weight_spread"], 0.0)
+            self.assertIn("note: worker 1 of a multi-worker run", cluster.log(1))
+            self.assertNotIn("MLflow run", cluster.log(1))
+            self.assertEqual(list((work.path / "tmp").iterdir()), [],
+                             "the other worker leaves no folder behind")
+
+            # one process, the same global batch
+            single = subprocess.run(
+                [SCRIPT, "train", "--config", str(REPO / pipeline),
+                 *(a for s in sets + ["name=single"] for a in ("--set", s))],
+                cwd=work.path, env=env, capture_output=True, text=True, timeout=900)
+            self.assertEqual(single.returncode, 0, single.stderr[-3000:])
+            alone = client.search_runs([client.get_experiment_by_name("single")
+                                        .experiment_id])[0]
+            self.assertEqual(alone.data.params["resolved.replicas"], "1")
+            # The same updates up to the order of float sums, which Adam's first steps
+            # (about lr * sign(gradient)) amplify for gradients near zero: the weights
+            # agree to a few 1e-3 where training moved them by ~1e-1.
+            two, one = generator_weights(client, run), generator_weights(client, alone)
+            self.assertLess(max(float(np.abs(a - b).max()) for a, b in zip(two, one)), 1e-2)
+            for key in ("d_loss", "g_loss"):
+                self.assertAllClose(run.data.metrics[key], alone.data.metrics[key],
+                                    rtol=1e-2)
 
     def test_a_killed_worker_stops_the_job_and_both_resume_into_the_same_run(self):
         pipeline = "pipelines/gaussian_1d.toml"
