@@ -58,10 +58,10 @@ train: install
 	$(BIN)/gan-pipeline train --config $(PIPELINE) $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=10 tests $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=10 tests $(ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=5 -m "not slow and not process and not integration" tests $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=5 -m "not slow and not process and not integration" tests $(ARGS)
 
 bench: install
 	$(BIN)/python bench/bench.py $(ARGS)

@@ -55,9 +55,7 @@ def pytest_collection_modifyitems(config, items):
     # tf.test.TestCase carries a deprecated `test_session` helper that pytest would collect and
     # report as skipped in every class; it is not a test.
     items[:] = [item for item in items if item.name != "test_session"]
-    # `make test` runs tests in two processes (pytest-xdist, --dist loadgroup). The real-MNIST
-    # classifier (minutes to train, once; its tests share the group "mnist_classifier" so that
-    # one process trains it and the other never waits for it) goes first, while the other
-    # process works through the rest.
-    items.sort(key=lambda item: not any(
-        mark.args == ("mnist_classifier",) for mark in item.iter_markers("xdist_group")))
+    # `make test` runs tests in two processes (pytest-xdist). The real-data tests go first: one
+    # of them trains the real-MNIST classifier (minutes, once), while the other process works
+    # through the rest.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -17,7 +17,7 @@ from gan_pipeline import config, data, evaluation, families, kinds, metrics, sam
 from gan_pipeline.errors import UserError
 from gan_pipeline.factory import build_gan
 from gan_pipeline.pipeline.runner import Pipeline
-from tests.helpers import REPO, TINY, TempWorkdir, real_tfds_dir
+from tests.helpers import REPO, TINY, TempWorkdir
 from tests.test_cli import only_run, run_cli, tiny_overrides
 from tests.test_folder import gray_labelled, rgb_unlabelled
 from tests.test_gan import changed, snapshot
@@ -447,30 +447,3 @@ class ConditionalPipelineTest(tf.test.TestCase):
             # (a quick-profile run competes for its own alias, never the real champion)
             holder = client.get_model_version_by_alias("mnist_cgan", "champion-quick")
             self.assertEqual(holder.run_id, results["train"].run_id)
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("mnist_classifier")  # one process trains it (tests/conftest.py)
-class RealMnistLabelFiguresTest(tf.test.TestCase):
-    def test_true_labels_score_the_classifier_accuracy_and_shuffled_ones_a_tenth(self):
-        data_dir = real_tfds_dir(self)
-        cfg = config.load(REPO / "pipelines/mnist_cgan.toml",
-                          [f"data.data_dir={data_dir}", "data.download=false"])
-        source = data.open_source(cfg)
-        judge = source.evaluator(2000, 0)
-        images, labels = judge.source.floor_labelled(5000, 0)
-        right = judge.evaluate(images, manifold=False, labels=labels)
-        wrong = judge.evaluate(images, manifold=False,
-                               labels=np.random.default_rng(0).permutation(labels))
-        accuracy = judge.classifier.info["test_accuracy"]
-        self.assertAllClose(right["label_accuracy"], accuracy, atol=0.01)
-        self.assertBetween(wrong["label_accuracy"], 0.07, 0.13)
-        self.assertLess(right["intra_fd"] * 5, wrong["intra_fd"])
-        # real digits have their class's variety; one digit repeated per class has none
-        first = [int(np.flatnonzero(labels.reshape(-1) == c)[0]) for c in range(10)]
-        one_kind = images[np.array(first)[labels.reshape(-1)]]
-        varied = judge.evaluate(images, labels=labels)
-        collapsed = judge.evaluate(one_kind, labels=labels)
-        self.assertGreater(varied["intra_recall_worst"], 0.6)
-        self.assertLess(collapsed["intra_recall"], 0.05)
-        self.assertGreater(collapsed["fd_over_recall"], 10 * varied["fd_over_recall"])
