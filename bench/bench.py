@@ -249,6 +249,10 @@ def peak_for(precision: str, peak: dict[str, float]) -> float:
     return max(peak[f"matmul {dtype}"], peak[f"conv {dtype}"])
 
 
+def peak_line(label: str, peak: dict[str, float]) -> str:
+    return f"{label}: " + ", ".join(f"{k} {v / 1e12:.3f} TFLOP/s" for k, v in peak.items())
+
+
 def best_of(*peaks: dict[str, float]) -> dict[str, float]:
     """Each kernel's best over several measurements (before and after the rows)."""
     return {k: max(p[k] for p in peaks) for k in peaks[0]}
@@ -292,8 +296,7 @@ def main() -> int:
           f"Keras {keras.__version__}; batch {args.batch_size}; median of {args.repeats} x "
           f"{args.steps} steps after warm-up", flush=True)
     before = measured_peak(args.batch_size, args.peak_n)
-    print("peak before the rows: " + ", ".join(f"{k} {v / 1e12:.3f} TFLOP/s"
-                                              for k, v in before.items()), flush=True)
+    print(peak_line("peak before the rows", before), flush=True)
     rows = []
     for name in args.models.split(","):
         # Each row starts from a clean slate: the rows before it leave models, datasets and
@@ -350,11 +353,9 @@ def main() -> int:
                   f"c/a {fmt(r / rate['a'], '.2f')}, c/b {fmt(r / rate['b'], '.2f')}", flush=True)
 
     after = measured_peak(args.batch_size, args.peak_n)
-    print("peak after the rows: " + ", ".join(f"{k} {v / 1e12:.3f} TFLOP/s"
-                                             for k, v in after.items()))
+    print(peak_line("peak after the rows", after))
     peak = best_of(before, after)
-    print("peak, best of both: " + ", ".join(f"{k} {v / 1e12:.3f} TFLOP/s"
-                                            for k, v in peak.items()))
+    print(peak_line("peak, best of both", peak))
     print()
     print("| model | (a) tutorial loop | (b) keras.io train_step | (c) gan-pipeline | c/a | c/b "
           "| input pipeline alone | step share waiting for input | model FLOPs a sample (a, b / c) "
