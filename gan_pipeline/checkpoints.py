@@ -110,9 +110,8 @@ def read_state(directory: Path) -> dict | None:
 
 
 def restore(directory: Path, gan, state: dict) -> None:
-    """Load the checkpoint ``state`` names into ``gan`` (built from the same config)."""
-    gan.d_optimizer.build(gan.discriminator.trainable_variables)
-    gan.g_optimizer.build(gan.generator.trainable_variables)
+    """Load the checkpoint ``state`` names into ``gan`` (built and compiled from the same
+    config: its optimizers' variables exist, so their saved state loads too)."""
     path = directory / state["checkpoint"]
     try:
         status = _trackable(gan).restore(str(path))

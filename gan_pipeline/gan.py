@@ -93,6 +93,14 @@ class GAN(keras.Model):
         if d_steps < 1 or g_steps < 1:
             raise ValueError(f"d_steps and g_steps must be >= 1, got {d_steps}, {g_steps}")
         self.d_steps, self.g_steps = int(d_steps), int(g_steps)
+        # The optimizers' variables (Adam's moments, the step counts) are made here, not in the
+        # first training step: a tf.function whose first call creates variables is traced twice,
+        # which doubled the seconds every fit spent tracing the step. Built, they also load
+        # their saved state from a checkpoint or a Hyperband trial (unbuilt ones are skipped).
+        for optimizer, network in ((d_optimizer, self.discriminator),
+                                   (g_optimizer, self.generator)):
+            if not optimizer.built:
+                optimizer.build(network.trainable_variables)
         names = ["d_loss", "g_loss", *self.loss_fn.metric_names]
         if self.track_moments:
             names += ["gen_mean", "gen_std"]
@@ -365,10 +373,7 @@ class GAN(keras.Model):
                                  for p in config.get("g_penalties", [])]
         if config.get("augmentation") is not None:
             config["augmentation"] = keras.saving.deserialize_keras_object(config["augmentation"])
-        self.compile(**config)
-        # Build the optimizers now so that their saved state (moments, iterations) loads too.
-        self.d_optimizer.build(self.discriminator.trainable_variables)
-        self.g_optimizer.build(self.generator.trainable_variables)
+        self.compile(**config)  # builds the optimizers, so that their saved state loads too
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Under a tf.distribute strategy Keras' fit first takes one batch to learn its shapes,

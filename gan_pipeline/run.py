@@ -240,9 +240,9 @@ def _train(cfg, source, directory, write_directory, verbose, resume, resume_comm
                         "MLFLOW_TRACKING_URI at the store it was logged to")
     steps = steps_per_epoch(cfg, source)
     strategy = distribute.strategy()
-    with strategy.scope():
+    with strategy.scope():  # the networks and the optimizers' slots: under the strategy
         gan = gan_for(cfg, source, total_batches=cfg.epochs * steps)
-        if state:  # (the optimizers' slots are made here: under the strategy)
+        if state:
             checkpoints.restore(directory, gan, state)
         elif trial:  # the search's best trial: this run's first epochs
             checkpoints.restore(trial["folder"], gan, trial)

@@ -146,12 +146,9 @@ class GANHyperModel(kt.HyperModel):
         # the longest trial (Hyperband's shorter rungs stop partway through its decay, as their
         # continuation would).
         epochs = cfg.epochs if self.continuable(cfg) else cfg.tune.epochs
-        gan = gan_for(cfg, self.source, total_batches=epochs * self.steps_per_epoch(cfg))
-        # Built optimizers have variables, so a trial Hyperband continues gets back its Adam
-        # moments and step counts with the weights (unbuilt ones would be skipped on load).
-        gan.d_optimizer.build(gan.discriminator.trainable_variables)
-        gan.g_optimizer.build(gan.generator.trainable_variables)
-        return gan
+        # (compiled with built optimizers: a trial Hyperband continues gets back its Adam
+        # moments and step counts with the weights)
+        return gan_for(cfg, self.source, total_batches=epochs * self.steps_per_epoch(cfg))
 
     def fit(self, hp, model, *args, callbacks=None, epochs=None, initial_epoch=0, **kwargs):
         cfg = self.trial_config(hp)

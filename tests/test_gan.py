@@ -72,6 +72,26 @@ class StepIsolationTest(tf.test.TestCase):
         self.assertEqual(int(gan.g_optimizer.iterations), 5)
 
 
+class OneTraceTest(tf.test.TestCase):
+    def test_a_fit_traces_the_training_step_once(self):
+        # A step whose first call makes variables (unbuilt optimizers' moments) is traced
+        # twice by tf.function; compile builds both optimizers, so fit traces it once.
+        gan = tiny_gan("gaussian_1d", shape=(16,))
+        self.assertTrue(gan.d_optimizer.built and gan.g_optimizer.built)
+        traces = []
+        train_step = gan.train_step
+
+        def counted(data):
+            traces.append(1)  # Python runs only while tf.function traces
+            return train_step(data)
+
+        gan.train_step = counted
+        real = np.random.default_rng(0).uniform(3, 5, (32, 16)).astype(np.float32)
+        gan.fit(tf.data.Dataset.from_tensor_slices(real).batch(8), epochs=2, verbose=0)
+        self.assertLen(traces, 1)
+        self.assertEqual(int(gan.g_optimizer.iterations), 8, "and it trained every batch")
+
+
 class R1PenaltyTest(tf.test.TestCase):
     def test_penalty_is_half_gamma_times_the_squared_input_gradient_on_real_data(self):
         # A linear D has the input gradient w everywhere: the penalty is gamma / 2 * |w|^2.
