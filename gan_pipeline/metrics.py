@@ -36,6 +36,15 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(max(value, 0.0))
 
 
+def _cubic_kernel(x: np.ndarray, y: np.ndarray, d: int) -> np.ndarray:
+    """(x y^T / d + 1)^3, cubed by multiplying: NumPy's float power took 85% of KID's time
+    (21 ms against 0.8 ms for a 1000x1000 matrix; equal to the last bit or two)."""
+    k = x @ y.T
+    k /= d
+    k += 1
+    return k * k * k
+
+
 def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 50,
                               subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
     """Unbiased polynomial-kernel MMD^2 over ``subsets`` random subsets: (mean, standard error)."""
@@ -47,9 +56,7 @@ def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 50,
     for _ in range(subsets):
         x = a[rng.choice(len(a), m, replace=False)]
         y = b[rng.choice(len(b), m, replace=False)]
-        kxx = (x @ x.T / d + 1) ** 3
-        kyy = (y @ y.T / d + 1) ** 3
-        kxy = (x @ y.T / d + 1) ** 3
+        kxx, kyy, kxy = _cubic_kernel(x, x, d), _cubic_kernel(y, y, d), _cubic_kernel(x, y, d)
         mmd = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) \
             - 2 * kxy.mean()
         values.append(mmd)
