@@ -89,7 +89,7 @@ class ProcessFaultsTest(tf.test.TestCase):
     """The real CLI in a subprocess, stopped from outside."""
 
     ARGS = ["train", "--config", str(REPO / "pipelines/gaussian_1d.toml"), "--set", "epochs=6",
-            "--set", "data.num_examples=4096", "--set", "batch_size=16",
+            "--set", "data.num_examples=2048", "--set", "batch_size=16",
             "--set", "tracking.log_model=false", "--set", "eval.n_samples=200"]
 
     def start(self, work, *extra):
@@ -120,7 +120,7 @@ class ProcessFaultsTest(tf.test.TestCase):
 
     def test_sigkill_mid_epoch_then_resume_loses_nothing(self):
         with TempWorkdir() as work:
-            # a checkpoint every 64 of the 256 steps: killed once one lands inside epoch 3
+            # a checkpoint every 64 of the 128 steps: killed once one lands inside epoch 3
             proc = self.start(work, "--set", "tracking.checkpoint_every_steps=64")
             state = self.wait_for_epoch(work, proc, 2, mid_epoch=True)
             proc.kill()
