@@ -7,6 +7,8 @@
 #   make test-fast                                  the unit tests, a few minutes
 #   make faults                                     fault scenarios against the real CLI
 #   make bench                                      training-step benchmark vs the tutorial loops
+#   make classifier                                 retrain the MNIST evaluation classifier that
+#                                                   ships in gan_pipeline/evaluation/shipped/
 #   make ui                                         MLflow UI on http://127.0.0.1:5000
 #   make server                                     MLflow tracking server on http://127.0.0.1:5000
 #                                                   (HOST=, PORT=; AUTH=1 for a login: docs/scale.md)
@@ -41,7 +43,7 @@ export TFDS_DATA_DIR := $(SHARED_TFDS)
 endif
 endif
 
-.PHONY: install pipeline train test test-fast faults bench ui server serve clean
+.PHONY: install pipeline train test test-fast faults bench classifier ui server serve clean
 
 install: $(VENV)/.installed
 
@@ -65,6 +67,9 @@ test-fast: install
 
 bench: install
 	$(BIN)/python bench/bench.py $(ARGS)
+
+classifier: install
+	$(BIN)/python scripts/train_classifier.py $(ARGS)
 
 faults: install
 	$(BIN)/python scripts/faults.py

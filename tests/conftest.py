@@ -18,8 +18,8 @@ _HOLD = None  # this run's shared lock on the cache, held until the process ends
 def _test_cache() -> str:
     """The tests' own cache (never the user's: tests train classifiers on mocked images).
 
-    Kept between runs, so the real-MNIST classifier (keyed as always by dataset, version and
-    data folder) trains once, not every run. Entries are written atomically (write, then
+    Kept between runs, so the classifiers of mocked MNIST and of the tests' folders (keyed by
+    dataset, version and data folder) train once, not every run. Entries are written atomically (write, then
     rename), so runs at the same time can share it; each holds a shared lock on it while it runs.
     Only a run that finds no other one holding it tidies it up: decoded image folders, entries
     whose data folder no longer exists (the temporary folders of earlier runs) and entries older
@@ -55,7 +55,6 @@ def pytest_collection_modifyitems(config, items):
     # tf.test.TestCase carries a deprecated `test_session` helper that pytest would collect and
     # report as skipped in every class; it is not a test.
     items[:] = [item for item in items if item.name != "test_session"]
-    # `make test` runs tests in two processes (pytest-xdist). The real-data tests go first: one
-    # of them trains the real-MNIST classifier (minutes, once), while the other process works
-    # through the rest.
+    # `make test` runs tests in two processes (pytest-xdist). The real-data tests, among the
+    # longest, go first, so that neither process is left with a long one at the end.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -453,7 +453,7 @@ class StoreTest(tf.test.TestCase):
             server = subprocess.Popen(
                 [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
                  "--port", str(port), "--backend-store-uri", work.uri,
-                 "--default-artifact-root", str(work.path / "artifacts")],
+                 "--default-artifact-root", str(work.path / "artifacts"), "--workers", "1"],
                 cwd=work.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 import requests

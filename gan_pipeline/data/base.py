@@ -8,6 +8,7 @@ the prepare stage (``profile``) and the evaluation (``evaluator``).
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any, ClassVar
 
 import mlflow
@@ -180,6 +181,12 @@ class ImageSource(DataSource):
         """``{"train": ds, "test": ds, "classes": names, "task": str}``: unbatched (image, label)
         datasets for the classifier, and what its labels are."""
         raise NotImplementedError
+
+    def shipped_classifier(self) -> Path | None:
+        """The ``.keras`` file of a classifier that ships with the package for exactly this
+        data (``evaluation.classifier.SHIPPED_DIR``), used instead of training one; None when
+        there is none."""
+        return None
 
     def reference_images(self) -> np.ndarray:
         """The real images generated ones are compared with (e.g. the test split), read once."""

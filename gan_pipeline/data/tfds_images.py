@@ -22,7 +22,15 @@ import tensorflow_datasets as tfds
 from gan_pipeline.config.schema import Field, Section
 from gan_pipeline.data.base import ImageSource, images_of, mlflow_dataset, normalize
 from gan_pipeline.errors import UserError, closest
-from gan_pipeline.evaluation.classifier import CLASSIFIER_VERSION
+from gan_pipeline.evaluation.classifier import CLASSIFIER_VERSION, SHIPPED_DIR
+
+
+# Datasets whose evaluation classifier ships with the package (SHIPPED_DIR, made by
+# scripts/train_classifier.py): (name, version) -> the split sizes the prepared data must have
+# for it to be this data (mocked data has no split sizes: it trains its own), and the test
+# accuracy the script requires before it writes the file.
+SHIPPED = {("mnist", "3.0.1"): {"splits": {"train": 60_000, "test": 10_000},
+                                "min_accuracy": 0.99}}
 
 
 def resolve_data_dir(data_dir: str | None) -> str | None:
@@ -201,11 +209,24 @@ class TFDSImages(ImageSource):
                                        source=str(self.builder.data_dir))
 
     def classifier_key(self) -> str:
+        if self.shipped_classifier() is not None:  # one classifier for every copy of the data
+            return self.shipped_classifier().stem + "-shipped"
         # Keyed by the data's folder too: classifiers trained from different copies (or mocks)
         # of a dataset must never stand in for one another.
         source = str(Path(self.builder.data_dir).resolve())
         digest = hashlib.sha1(source.encode()).hexdigest()[:8]
         return f"{self.settings.dataset}-{self.builder.info.version}-v{CLASSIFIER_VERSION}-{digest}"
+
+    def shipped_classifier(self) -> Path | None:
+        info = self.builder.info
+        shipped = SHIPPED.get((self.settings.dataset, str(info.version)))
+        if shipped is None:
+            return None
+        sizes = {name: int(split.num_examples) for name, split in info.splits.items()}
+        if any(sizes.get(name) != n for name, n in shipped["splits"].items()):
+            return None
+        path = SHIPPED_DIR / f"{self.settings.dataset}-{info.version}-v{CLASSIFIER_VERSION}.keras"
+        return path if path.is_file() else None
 
     def classifier_data(self) -> dict[str, Any]:
         if self.class_names is None:

@@ -1,7 +1,13 @@
-"""The evaluation classifier: a small CNN trained once per dataset (its penultimate 128 units are
-the feature space the image metrics use), cached under ``$GAN_PIPELINE_CACHE`` (default
+"""The evaluation classifier: a small CNN per dataset (its penultimate 128 units are the feature
+space the image metrics use), cached under ``$GAN_PIPELINE_CACHE`` (default
 ``~/.cache/gan-pipeline``) and reused. Inception weights cannot be downloaded offline and do not
 fit 28x28 digits anyway.
+
+Where one ships with the package for exactly the data at hand (``SHIPPED_DIR``: MNIST, see
+``gan_pipeline.data.tfds_images.SHIPPED``), it is copied into the cache instead of trained: every
+machine then judges MNIST in the same features, as FID uses one fixed Inception network, and the
+first evaluation needs no minutes of training. ``scripts/train_classifier.py`` makes those files
+with ``_train`` below. Any other data trains its own the first time it is needed.
 
 The data comes from the image source (``classifier_data``): labels where the data has them, a
 self-supervised task where it has not (see ``gan_pipeline.data.folder``).
@@ -13,6 +19,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +34,7 @@ FEATURES_LAYER = "features"
 CLASSIFIER_VERSION = 1  # bump when the classifier's architecture or training changes
 MIN_STEPS = 1200  # small datasets train for more epochs, up to MAX_EPOCHS
 MAX_EPOCHS = 60
+SHIPPED_DIR = Path(__file__).parent / "shipped"  # <dataset>-<version>-v<CLASSIFIER_VERSION>.keras
 
 
 def cache_dir() -> Path:
@@ -79,7 +87,9 @@ class Classifier:
 
 def feature_classifier(source, epochs: int | None = None,
                        verbose: int | str = "auto") -> Classifier:
-    """The cached classifier of an image ``source``; trained the first time it is needed.
+    """The cached classifier of an image ``source``: the first time it is needed, the one that
+    ships for this data (``source.shipped_classifier()``) is copied in, else one is trained
+    (also when ``epochs`` asks for a training of its own).
 
     One writer at a time: a process that finds another one training the same classifier waits
     for it (saying so) and loads what it wrote, rather than training it a second time."""
@@ -97,7 +107,46 @@ def feature_classifier(source, epochs: int | None = None,
                   f"{source.label} ({path})", flush=True)
             fcntl.flock(lock, fcntl.LOCK_EX)
         cached = _load_cached(path, source)  # the other process may have finished it
-        return cached if cached is not None else _train(source, path, epochs, verbose)
+        if cached is not None:
+            return cached
+        shipped = source.shipped_classifier() if epochs is None else None
+        if shipped is not None:
+            return _install(shipped, path, source)
+        return _train(source, path, epochs, verbose)
+
+
+def _install(shipped: Path, path: Path, source) -> Classifier:
+    """Copy the shipped classifier ``shipped`` (and its metadata) into the cache as ``path``,
+    atomically, with the data folder it judges here; load it."""
+    info = json.loads(shipped.with_suffix(".json").read_text())
+    info["data_dir"] = source.classifier_data()["data_dir"]
+    print(f"Evaluation classifier for {source.label}: the one shipped with gan-pipeline "
+          f"(test accuracy {info['test_accuracy']:.4f}; {shipped.name}), copied to {path}",
+          flush=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        shutil.copyfile(shipped, Path(tmp) / path.name)
+        (Path(tmp) / path.with_suffix(".json").name).write_text(json.dumps(info, indent=2))
+        os.replace(Path(tmp) / path.with_suffix(".json").name, path.with_suffix(".json"))
+        os.replace(Path(tmp) / path.name, path)
+    return _load_cached(path, source)
+
+
+def export_shipped(classifier: Classifier, out_dir: Path, stem: str, **about) -> Path:
+    """Write ``classifier`` as a file to ship: its weights in a fresh, uncompiled model (no
+    optimizer state) as ``out_dir/<stem>.keras``, and its metadata plus ``about`` beside it."""
+    model = build_classifier(tuple(classifier.model.input_shape[1:]),
+                             int(classifier.model.output_shape[-1]))
+    model.set_weights(classifier.model.get_weights())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{stem}.keras"
+    info = {**classifier.info, **about, "source": "shipped"}
+    info.pop("data_dir", None)  # set to the data it judges when it is installed
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        model.save(Path(tmp) / target.name)
+        (Path(tmp) / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(Path(tmp) / "info.json", target.with_suffix(".json"))
+        os.replace(Path(tmp) / target.name, target)
+    return target
 
 
 def _load_cached(path: Path, source) -> Classifier | None:
