@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -41,8 +42,29 @@ def real_tfds_dir(test) -> str:
     test.skipTest("no prepared MNIST in TFDS_DATA_DIR or ../shared/data/tfds")
 
 
+_EMPTY_STORE: Path | None = None  # this test process's freshly created, empty SQLite store
+
+
+def _empty_store() -> Path:
+    """An MLflow SQLite store as ``tracking.configure`` creates it (schema migrated, the Default
+    experiment), made once per test process: migrating a new store takes 2-3 s, copying one
+    a few milliseconds."""
+    global _EMPTY_STORE
+    if _EMPTY_STORE is None:
+        from gan_pipeline import tracking
+
+        folder = Path(tempfile.mkdtemp(prefix="gan-pipeline-empty-store-"))
+        tracking._create_store(folder / "mlflow.db")
+        _EMPTY_STORE = folder / "mlflow.db"
+    return _EMPTY_STORE
+
+
 class TempWorkdir:
-    """chdir into a fresh temp dir with its own MLflow store (sqlite:///<tmp>/mlflow.db)."""
+    """chdir into a fresh temp dir with its own MLflow store (sqlite:///<tmp>/mlflow.db), a copy
+    of a new, empty one; ``store=False`` leaves it to be created (or not) by what runs there."""
+
+    def __init__(self, store: bool = True):
+        self.store = store
 
     def __enter__(self):
         self._tmp = tempfile.TemporaryDirectory()
@@ -51,6 +73,8 @@ class TempWorkdir:
         os.chdir(self._tmp.name)
         self.path = Path(self._tmp.name)
         self.uri = f"sqlite:///{self.path / 'mlflow.db'}"
+        if self.store:
+            shutil.copyfile(_empty_store(), self.path / "mlflow.db")
         return self
 
     def __exit__(self, *exc):

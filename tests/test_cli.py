@@ -202,7 +202,7 @@ class TrainAndSample1DTest(tf.test.TestCase):
 
 class BadInputTest(tf.test.TestCase):
     def assertCleanError(self, argv, *fragments):
-        with TempWorkdir() as work:
+        with TempWorkdir(store=False) as work:  # where no store exists yet, as for a new user
             code, out, err = run_cli(*argv)
             self.assertEqual(code, 2)
             lines = err.strip().splitlines()
@@ -280,8 +280,8 @@ class BadInputTest(tf.test.TestCase):
                            ("http://alice:s3cret@127.0.0.1:9", "MLflow tracking server "
                                                                "http://***@127.0.0.1:9 is "
                                                                "unreachable")):
-            with TempWorkdir() as work, mock.patch.dict(os.environ,
-                                                        {"MLFLOW_TRACKING_URI": uri}):
+            with TempWorkdir(store=False) as work, mock.patch.dict(os.environ,
+                                                                   {"MLFLOW_TRACKING_URI": uri}):
                 code, out, err = run_cli("train", "--config", dcgan)
                 self.assertEqual(code, 2, err)
                 (line,) = err.strip().splitlines()

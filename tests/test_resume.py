@@ -434,7 +434,7 @@ class StepsPerExecutionTest(tf.test.TestCase):
 @pytest.mark.process
 class StoreTest(tf.test.TestCase):
     def test_two_processes_creating_a_fresh_sqlite_store_both_succeed(self):
-        with TempWorkdir() as work:
+        with TempWorkdir(store=False) as work:
             code = ("import sys; from gan_pipeline import tracking; "
                     "tracking.configure(sys.argv[1]); print('ok')")
             procs = [subprocess.Popen([sys.executable, "-c", code, work.uri],

@@ -30,7 +30,7 @@ def _without_login(environ):
 
 class ServerSettingsTest(tf.test.TestCase):
     def test_first_start_needs_the_admin_password_and_writes_no_secret(self):
-        with TempWorkdir() as work:
+        with TempWorkdir(store=False) as work:
             with self.assertRaisesRegex(UserError, "MLFLOW_AUTH_ADMIN_PASSWORD"):
                 server.auth_environment(work.path, {})
             self.assertEqual(list(work.path.iterdir()), [], "nothing written before the error")
@@ -63,7 +63,7 @@ class ServerSettingsTest(tf.test.TestCase):
 class BasicAuthServerTest(tf.test.TestCase):
     def test_a_login_is_needed_to_log_and_a_user_with_one_logs_a_run(self):
         clean = _without_login(os.environ)
-        with TempWorkdir() as work, TrackingServer(
+        with TempWorkdir(store=False) as work, TrackingServer(
                 work.path, auth=True,
                 environ={"MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD}) as srv:
             # The admin adds a user, the way docs/scale.md says.
