@@ -21,7 +21,6 @@ import argparse
 import gc
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -65,25 +64,6 @@ def fmt(value: float, spec: str = ".0f") -> str:
     if math.isnan(value):
         return "n/a"
     return f"{value:.0f}/s" if spec == "/s" else format(value, spec)
-
-
-# The CPU features that decide what oneDNN runs fast (printed beside every timing)
-SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
-
-
-def cpu_description() -> str:
-    """The CPU's model name and which of ``SPEED_FLAGS`` it has (Linux; else the platform)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                  if line.startswith("model name")), platform.machine())
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
-                      if line.startswith("flags")), []))
-    have = [f for f in SPEED_FLAGS if f in flags]
-    lacks = [f for f in SPEED_FLAGS if f not in flags]
-    return f"{model}; flags {' '.join(have) or 'none'}; without {' '.join(lacks) or 'none'}"
 
 
 def pct(fraction: float) -> str:
@@ -291,7 +271,7 @@ def main() -> int:
                              "'train.precision=mixed_bfloat16 train.jit_compile=on' (repeatable)")
     args = parser.parse_args()
 
-    print(f"machine: {os.cpu_count()} CPU cores ({cpu_description()}), GPUs: "
+    print(f"machine: {os.cpu_count()} CPU cores ({distribute.cpu_description()}), GPUs: "
           f"{len(tf.config.list_physical_devices('GPU'))}; TF {tf.__version__}, "
           f"Keras {keras.__version__}; batch {args.batch_size}; median of {args.repeats} x "
           f"{args.steps} steps after warm-up", flush=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import platform
 from pathlib import Path
 
 import tensorflow as tf
@@ -131,6 +132,25 @@ def scale_loss(loss):
     """A replica's mean loss divided by the number of replicas (gradients are summed)."""
     n = replicas()
     return loss / n if n > 1 else loss
+
+
+# The CPU features that decide what oneDNN runs fast (printed beside every timing)
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_description() -> str:
+    """The CPU's model name and which of ``SPEED_FLAGS`` it has (Linux; else the platform)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
+                      if line.startswith("flags")), []))
+    have = [f for f in SPEED_FLAGS if f in flags]
+    lacks = [f for f in SPEED_FLAGS if f not in flags]
+    return f"{model}; flags {' '.join(have) or 'none'}; without {' '.join(lacks) or 'none'}"
 
 
 @functools.cache

@@ -15,22 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    flags = sorted(set(re.findall(r"\b(avx512_bf16|amx_bf16|avx512f|avx2|fma)\b", text)))
-    return f"{model.group(1) if model else platform.processor()} ({', '.join(flags)})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,23 +29,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from gan_pipeline import config, data
+    from gan_pipeline import config, data, distribute
     from gan_pipeline.data.tfds_images import SHIPPED
     from gan_pipeline.evaluation import classifier
 
+    from gan_pipeline.errors import UserError
+
     repo = Path(__file__).resolve().parents[1]
-    cfg = config.load(repo / "pipelines/mnist_dcgan.toml",
-                      [f"data.dataset={args.dataset}", f"data.data_dir={args.data_dir}",
-                       "data.download=false"])
-    source = data.open_source(cfg)
-    version = str(source.builder.info.version)
-    entry = SHIPPED.get((args.dataset, version))
-    sizes = {name: int(s.num_examples) for name, s in source.builder.info.splits.items()}
-    if entry is None or any(sizes.get(k) != n for k, n in entry["splits"].items()):
-        print(f"gan-pipeline: error: no classifier ships for {args.dataset} {version} with "
-              f"splits {sizes}; SHIPPED lists {sorted(SHIPPED)}", file=sys.stderr)
+    try:
+        cfg = config.load(repo / "pipelines/mnist_dcgan.toml",
+                          [f"data.dataset={args.dataset}", f"data.data_dir={args.data_dir}",
+                           "data.download=false"])
+        source = data.open_source(cfg)
+    except UserError as exc:
+        print(f"gan-pipeline: error: {exc}", file=sys.stderr)
         return 2
-    stem = f"{args.dataset}-{version}-v{classifier.CLASSIFIER_VERSION}"
+    version = str(source.builder.info.version)
+    stem = source.shipped_name()
+    if stem is None:
+        sizes = {name: int(s.num_examples) for name, s in source.builder.info.splits.items()}
+        print(f"gan-pipeline: error: no classifier ships for {args.dataset} {version} with "
+              f"splits {sizes}; allowed: {', '.join(f'{n} {v}' for n, v in sorted(SHIPPED))} "
+              "with their full splits (gan_pipeline.data.tfds_images.SHIPPED)", file=sys.stderr)
+        return 2
+    entry = SHIPPED[(args.dataset, version)]
+    machine = distribute.cpu_description()
     out = Path(args.out) if args.out else classifier.SHIPPED_DIR
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{entry['min_accuracy']}: nothing written", file=sys.stderr)
             return 2
         target = classifier.export_shipped(
-            trained, out, stem, trained_on=cpu_flags(), trained_seconds=round(seconds, 1),
+            trained, out, stem, trained_on=machine, trained_seconds=round(seconds, 1),
             trained_at=time.strftime("%Y-%m-%d"))
-    print(f"{target}: test accuracy {accuracy:.4f}, {seconds:.0f} s on {cpu_flags()}")
+    print(f"{target}: test accuracy {accuracy:.4f}, {seconds:.0f} s on {machine}")
     return 0
 
 

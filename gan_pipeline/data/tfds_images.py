@@ -209,15 +209,18 @@ class TFDSImages(ImageSource):
                                        source=str(self.builder.data_dir))
 
     def classifier_key(self) -> str:
-        if self.shipped_classifier() is not None:  # one classifier for every copy of the data
-            return self.shipped_classifier().stem + "-shipped"
+        shipped = self.shipped_classifier()
+        if shipped is not None:  # one classifier for every copy of the data
+            return shipped.stem + "-shipped"
         # Keyed by the data's folder too: classifiers trained from different copies (or mocks)
         # of a dataset must never stand in for one another.
         source = str(Path(self.builder.data_dir).resolve())
         digest = hashlib.sha1(source.encode()).hexdigest()[:8]
         return f"{self.settings.dataset}-{self.builder.info.version}-v{CLASSIFIER_VERSION}-{digest}"
 
-    def shipped_classifier(self) -> Path | None:
+    def shipped_name(self) -> str | None:
+        """``<dataset>-<version>-v<CLASSIFIER_VERSION>`` when ``SHIPPED`` lists this data (its
+        name, version and split sizes), whether or not the file has been made; else None."""
         info = self.builder.info
         shipped = SHIPPED.get((self.settings.dataset, str(info.version)))
         if shipped is None:
@@ -225,8 +228,12 @@ class TFDSImages(ImageSource):
         sizes = {name: int(split.num_examples) for name, split in info.splits.items()}
         if any(sizes.get(name) != n for name, n in shipped["splits"].items()):
             return None
-        path = SHIPPED_DIR / f"{self.settings.dataset}-{info.version}-v{CLASSIFIER_VERSION}.keras"
-        return path if path.is_file() else None
+        return f"{self.settings.dataset}-{info.version}-v{CLASSIFIER_VERSION}"
+
+    def shipped_classifier(self) -> Path | None:
+        name = self.shipped_name()
+        path = SHIPPED_DIR / f"{name}.keras" if name else None
+        return path if path is not None and path.is_file() else None
 
     def classifier_data(self) -> dict[str, Any]:
         if self.class_names is None:
