@@ -51,6 +51,14 @@ def _test_cache() -> str:
 os.environ["GAN_PIPELINE_CACHE"] = _test_cache()
 
 
+def pytest_collection_finish(session):
+    # The test modules have imported TensorFlow, Keras, MLflow and Keras Tuner: keep their
+    # objects out of every later full garbage collection, as the command line does.
+    from gan_pipeline.cli import freeze_imports
+
+    freeze_imports()
+
+
 def pytest_collection_modifyitems(config, items):
     # tf.test.TestCase carries a deprecated `test_session` helper that pytest would collect and
     # report as skipped in every class; it is not a test.

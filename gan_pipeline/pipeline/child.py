@@ -17,6 +17,7 @@ without a child. Should the parent die, the child gets SIGTERM (Linux) and stops
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import resource
@@ -128,7 +129,8 @@ def _child(job: dict, writer) -> None:
 
 
 def _run(job: dict):
-    from gan_pipeline.cli import quiet_tensorflow
+    gc.disable()  # until the imports are done: see cli.freeze_imports
+    from gan_pipeline.cli import freeze_imports, quiet_tensorflow
 
     quiet_tensorflow()  # as the parent's command set it up
     import mlflow
@@ -137,6 +139,7 @@ def _run(job: dict):
     from gan_pipeline.pipeline.runner import Pipeline
     from gan_pipeline.pipeline.stages import STAGE_TABLE
 
+    freeze_imports()
     pipeline = Pipeline(job["base_cfg"], verbose=job["verbose"], command=job["command"])
     pipeline.source = data.open_source(job["base_cfg"])
     tracking.configure(job["base_cfg"].tracking.uri)
