@@ -310,6 +310,20 @@ class BadInputTest(tf.test.TestCase):
                          "'wasserstein'. Did you mean 'hinge'?")
 
 
+    @pytest.mark.process
+    def test_a_command_freezes_its_imports_and_leaves_the_collector_on(self):
+        # a fresh process: the imports' objects are frozen once (cli.freeze_imports), and the
+        # collector is on again afterwards, even where the command fails on its input
+        probe = ("import gc; from gan_pipeline import cli; "
+                 "code = cli.main(['train', '--config', 'pipelines/mnist_dcgan.toml', "
+                 "'--set', 'epochz=1']); print(code, gc.get_freeze_count(), gc.isenabled())")
+        result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                                text=True, timeout=300)
+        code, frozen, enabled = result.stdout.split()
+        self.assertEqual(code, "2", result.stderr)
+        self.assertGreater(int(frozen), 100_000, "TensorFlow's and Keras' objects are frozen")
+        self.assertEqual(enabled, "True")
+
 @pytest.mark.slow
 class RealMnistSmokeTest(tf.test.TestCase):
     """The real pipeline file on the real, offline MNIST for a few steps."""
