@@ -138,16 +138,25 @@ def scale_loss(loss):
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
+def _cpuinfo() -> tuple[str, set[str]] | None:
+    """The first CPU's model name and flags from /proc/cpuinfo (None where there is none)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    model = next((line.split(":", 1)[1].strip() for line in lines
+                  if line.startswith("model name")), platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in lines
+                      if line.startswith("flags")), []))
+    return model, flags
+
+
 def cpu_description() -> str:
     """The CPU's model name and which of ``SPEED_FLAGS`` it has (Linux; else the platform)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    info = _cpuinfo()
+    if info is None:
         return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                  if line.startswith("model name")), platform.machine())
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
-                      if line.startswith("flags")), []))
+    model, flags = info
     have = [f for f in SPEED_FLAGS if f in flags]
     lacks = [f for f in SPEED_FLAGS if f not in flags]
     return f"{model}; flags {' '.join(have) or 'none'}; without {' '.join(lacks) or 'none'}"
@@ -156,10 +165,7 @@ def cpu_description() -> str:
 @functools.cache
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16; Linux only)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
+    flags = (_cpuinfo() or ("", set()))[1]
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
